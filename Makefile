@@ -1,0 +1,42 @@
+# Every target sets itself up: a fresh clone needs only `make demo` or `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.sparktrain-setup
+# pip takes torch 2.13.0 from the CPU wheel on local disk; a bare "torch"
+# would pull a multi-GB CUDA build.
+
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast lint demo ui cluster-up cluster-down bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml docker/build-horovod.sh
+	@command -v java >/dev/null || { echo "error: no Java runtime. Spark 3.5 needs Java 8/11/17: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=77.0.3" wheel
+	$(PY) -m pip install -q torch==2.13.0 numpy==1.26.4 pyyaml packaging
+	bash docker/build-horovod.sh $(PY)
+	$(PY) -m pip install -q -e '.[dev]'
+	$(VENV)/bin/horovodrun --check-build | grep -q 'X\] PyTorch' || { echo "horovod was built without PyTorch" >&2; exit 1; }
+	@touch $(STAMP)
+	@echo "setup done: $(VENV)"
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check pipeline models jobs tests
+	$(VENV)/bin/mypy
+
+demo: setup
+	$(PY) jobs/demo.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache lake mlruns

@@ -1,0 +1,80 @@
+"""The job harness: parse, load config, build Spark, run, print a JSON summary.
+
+Every `jobs/<name>.py` is `main(argv) -> int` around `run_job`. The last line
+on stdout is a one-line JSON summary; logs go to stderr. Exit codes:
+0 success, 2 a problem the user can fix (the message says how), 1 a bug or an
+unexpected failure (with a traceback in the log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from pipeline.config import Config, load_config
+from pipeline.errors import SparktrainError
+from pipeline.logs import setup_logging
+from pipeline.spark import build_spark
+
+_logger = logging.getLogger(__name__)
+
+JobBody = Callable[[Config, SparkSession], dict[str, Any]]
+
+
+def parse_args(name: str, argv: Sequence[str] | None, description: str = "") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"jobs/{name}.py",
+        description=description,
+        epilog="Overrides are dotted key=value pairs parsed as YAML, e.g. train.epochs=5",
+    )
+    parser.add_argument("--config", required=True, help="YAML file in conf/")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides")
+    return parser.parse_args(argv)
+
+
+def emit_summary(summary: dict[str, Any]) -> None:
+    """Print the one-line JSON summary: always the last line on stdout."""
+    sys.stdout.flush()
+    print(json.dumps(summary, default=str, sort_keys=True), flush=True)
+
+
+def run_job(
+    name: str,
+    body: JobBody,
+    argv: Sequence[str] | None = None,
+    description: str = "",
+    needs_spark: bool = True,
+) -> int:
+    setup_logging()
+    started = time.time()
+    args = parse_args(name, argv, description)
+    spark: SparkSession | None = None
+    # A session that existed before the job (a test's, a notebook's) is not ours to stop.
+    owns_session = SparkSession.getActiveSession() is None
+    try:
+        cfg = load_config(args.config, args.overrides)
+        if needs_spark:
+            spark = build_spark(cfg.spark)
+        summary = body(cfg, spark)  # type: ignore[arg-type]
+    except SparktrainError as exc:
+        _logger.error("%s failed: %s", name, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        emit_summary({"job": name, "status": "failed", "error": str(exc)})
+        return exc.exit_code
+    except Exception as exc:
+        _logger.exception("%s failed unexpectedly", name)
+        emit_summary({"job": name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    finally:
+        if spark is not None and owns_session:
+            spark.stop()
+    summary = {"job": name, "status": "ok", "seconds": round(time.time() - started, 1), **summary}
+    emit_summary(summary)
+    return 0

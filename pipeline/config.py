@@ -1,0 +1,367 @@
+"""Typed, validated configuration loaded from YAML with dotted overrides.
+
+One `Config` holds one dataclass per component. A YAML file in `conf/` fills
+the sections a job needs; the rest keep their defaults, so the same file
+drives ingest, training and inference of one dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class SparkConfig:
+    """Spark session settings. Under spark-submit the cluster's settings win."""
+
+    master: str = "local[2]"
+    app_name: str = "sparktrain"
+    shuffle_partitions: int = 4
+    ui: bool = False
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class LakeConfig:
+    """Where Delta tables live and how they are written."""
+
+    root: str = "lake"
+    engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
+    # Rows per Parquet file and per row group. Petastorm shards by row group,
+    # so a table needs at least `min_row_groups` of them (see Delta writer).
+    target_file_rows: int = 1_000_000
+    row_group_rows: int = 100_000
+    min_row_groups: int = 8
+    partition_by: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.row_group_rows <= 0 or self.target_file_rows <= 0:
+            raise ConfigError(
+                "lake.row_group_rows and lake.target_file_rows must be positive; "
+                "set e.g. lake.row_group_rows=100000"
+            )
+
+
+@dataclass(kw_only=True)
+class SplitConfig:
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+
+    def __post_init__(self) -> None:
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6 or min(self.train, self.val, self.test) < 0:
+            raise ConfigError(
+                f"data.split fractions must be >= 0 and sum to 1, got "
+                f"train={self.train} val={self.val} test={self.test} (sum {total:g}); "
+                "e.g. data.split.train=0.7 data.split.val=0.15 data.split.test=0.15"
+            )
+
+
+@dataclass(kw_only=True)
+class RulesConfig:
+    """Cleaning rules applied at ingest. Column names are the cleaned (snake_case) names."""
+
+    required: list[str] = field(default_factory=list)
+    allowed: dict[str, list[Any]] = field(default_factory=dict)
+    ranges: dict[str, list[float | None]] = field(default_factory=dict)
+    null_values: list[str] = field(default_factory=lambda: ["", "NA", "N/A", "null", "NULL"])
+    trim: bool = True
+    lowercase: list[str] = field(default_factory=list)
+    uppercase: list[str] = field(default_factory=list)
+    dedup_key: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """The dataset: raw source, schema, and which columns feed the model."""
+
+    name: str = "dataset"
+    source: str = ""
+    format: Literal["csv", "json", "parquet", "images"] = "csv"
+    # column -> Spark SQL type name (string, double, int, long, boolean, date, timestamp)
+    schema: dict[str, str] = field(default_factory=dict)
+    # Raw column -> clean column. Columns not listed are renamed to snake_case.
+    rename: dict[str, str] = field(default_factory=dict)
+    # Keep only these clean columns (after renaming); empty keeps all.
+    keep: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    label: str | None = None
+    task: Literal["classification", "regression", "anomaly"] = "classification"
+    id: list[str] = field(default_factory=list)
+    table: str = ""
+    version: int | None = None
+    mode: Literal["append", "overwrite"] = "append"
+    rules: RulesConfig = field(default_factory=RulesConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Images: decoded to a float array of image_size x image_size x channels in [0, 1].
+    image_size: int = 8
+    image_channels: int = 1
+    # For anomaly detection: label value(s) that count as normal.
+    normal_labels: list[Any] = field(default_factory=list)
+
+    @property
+    def table_name(self) -> str:
+        return self.table or self.name
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Model family and sizes. `name` is the registered model name in MLflow."""
+
+    name: str = "sparktrain-model"
+    family: Literal["mlp", "cnn", "autoencoder"] = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.0
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    latent: int = 4
+    # Anomaly threshold: this quantile of validation reconstruction error of normal rows.
+    threshold_quantile: float = 0.99
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    workers: int = 2
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: Literal["adam", "sgd"] = "adam"
+    weight_decay: float = 0.0
+    warmup_epochs: int = 1
+    seed: int = 42
+    resume: bool = False
+    fp16_allreduce: bool = False
+    early_stopping_patience: int = 5
+    early_stopping_min_delta: float = 0.0
+    checkpoint_dir: str = "checkpoints"
+    launcher: Literal["auto", "spark", "local"] = "auto"
+    start_timeout_s: int = 120
+    use_gpu: bool = False
+    mixed_precision: bool = True
+    reader_pool: Literal["thread", "dummy"] = "dummy"
+    reader_workers: int = 1
+
+
+@dataclass(kw_only=True)
+class TrackingConfig:
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "sparktrain"
+    artifact_location: str | None = None
+    register: bool = True
+    alias: str = "champion"
+    run_name: str | None = None
+
+
+@dataclass(kw_only=True)
+class InferConfig:
+    model_uri: str | None = None
+    input_table: str = ""
+    output_table: str = ""
+    key: list[str] = field(default_factory=list)
+    batch_size: int = 1024
+    split: str | None = None
+
+
+@dataclass(kw_only=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lake: LakeConfig = field(default_factory=LakeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def table_path(self, table: str) -> str:
+        """Absolute path (or URI) of a table under `lake.root`."""
+        if "://" in table or os.path.isabs(table):
+            return table
+        root = self.lake.root
+        if "://" in root:
+            return root.rstrip("/") + "/" + table
+        return str(Path(root).absolute() / table)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _closest(key: str, valid: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the type hint `tp`, building nested dataclasses."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if value is None:
+            return tp()
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping of keys, got {value!r}")
+        return _build(tp, value, where)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            raise ConfigError(
+                f"{where} must be one of {', '.join(map(str, allowed))}; got {value!r}"
+            )
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(
+                f"{where} must be a list, e.g. {where.split(' ')[-1]}=[a,b]; got {value!r}"
+            )
+        (item,) = get_args(tp) or (Any,)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        _, vt = get_args(tp) or (Any, Any)
+        return {str(k): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key '{path}'{_closest(str(key), names)} "
+                f"(valid keys{' under ' + where if where else ''}: {', '.join(names)})"
+            )
+        kwargs[key] = _coerce(value, hints[key], path)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
+        raise ConfigError(f"{where or 'config'}: {exc}") from exc
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse `a.b.c=value`; the value is YAML, so `x=[a,b]` gives a list."""
+    if "=" not in text:
+        raise ConfigError(
+            f"malformed override '{text}': write overrides as dotted key=value, "
+            "e.g. train.epochs=5 or data.features=[a,b]"
+        )
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"malformed override '{text}': the key before '=' is empty or has '..'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"malformed override '{text}': its value is not valid YAML ({exc.__class__.__name__}); "
+            "quote strings with special characters, e.g. key='a: b'"
+        ) from exc
+    return key.split("."), value
+
+
+def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot override '{'.'.join(keys)}': '{k}' is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: typing.Sequence[str] = (),
+    cls: type[T] = Config,  # type: ignore[assignment]
+) -> T:
+    """Load `cls` from a YAML file plus dotted `key=value` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"config file '{path}' not found; pass an existing YAML file, "
+                f"e.g. --config conf/penguins.yaml (files in conf/: "
+                f"{', '.join(sorted(x.name for x in Path('conf').glob('*.yaml'))) or 'none'})"
+            )
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of sections at top level")
+        tree = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        _set_dotted(tree, keys, value)
+    return _build(cls, tree, "")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a config into dotted keys, e.g. for MLflow params."""
+    tree = to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
+            nested = flatten(value, name + ".")
+            out.update(nested)
+        else:
+            out[name] = value
+    return out

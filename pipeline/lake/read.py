@@ -1,0 +1,151 @@
+"""Reading Delta tables: pinned snapshots, exact file lists, history.
+
+Spark reads the exact Parquet files of a snapshot (`spark.read.parquet(*files)`)
+when delta-spark is not on the classpath. That is only correct when every file
+of the version is read whole, so tables with reader features that change what a
+file means (deletion vectors, column mapping, type widening) are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from pipeline.errors import LakeError
+
+_logger = logging.getLogger(__name__)
+
+# Reader features that do not change which rows or columns a Parquet file holds.
+SAFE_READER_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One pinned version of a Delta table and the exact files it consists of."""
+
+    path: str
+    version: int
+    files: list[str]
+    num_rows: int | None
+    schema: pa.Schema
+    partition_columns: list[str]
+
+    @property
+    def uri(self) -> str:
+        return self.path
+
+
+def _open(path: str, version: int | None = None) -> DeltaTable:
+    try:
+        table = DeltaTable(path)
+    except TableNotFoundError as exc:
+        raise LakeError(
+            f"no Delta table at '{path}': run the ingest job first "
+            "(python jobs/ingest.py --config conf/<dataset>.yaml) or fix lake.root / data.table"
+        ) from exc
+    if version is not None:
+        latest = table.version()
+        if version < 0 or version > latest:
+            raise LakeError(
+                f"table '{path}' has versions 0..{latest}; version {version} does not exist. "
+                f"Pin an existing one, e.g. data.version={latest}"
+            )
+        try:
+            table.load_as_version(version)
+        except Exception as exc:
+            raise LakeError(
+                f"version {version} of '{path}' cannot be loaded ({exc}); its log files may "
+                "have been cleaned up by VACUUM or log retention. Pin a newer version."
+            ) from exc
+    return table
+
+
+def check_readable(table: DeltaTable, path: str) -> None:
+    """Refuse tables whose reader features a plain Parquet read would get wrong."""
+    protocol = table.protocol()
+    config = table.metadata().configuration or {}
+    problems: list[str] = []
+    features = set(protocol.reader_features or [])
+    unsupported = sorted(features - SAFE_READER_FEATURES)
+    if unsupported:
+        problems.append(f"reader features {unsupported}")
+    mapping = config.get("delta.columnMapping.mode", "none")
+    if mapping != "none":
+        problems.append(f"column mapping mode '{mapping}'")
+    if protocol.min_reader_version > 3:
+        problems.append(f"reader version {protocol.min_reader_version}")
+    if problems:
+        raise LakeError(
+            f"table '{path}' uses {', '.join(problems)}, which this engine cannot honour "
+            "(reading its Parquet files directly would return wrong rows). Read it with "
+            "delta-spark (put its jars on the classpath and set lake.engine=delta-spark), "
+            "or rewrite the table without these features (e.g. REORG TABLE ... APPLY (PURGE) "
+            "and disable deletion vectors)."
+        )
+
+
+def _to_pyarrow_schema(table: DeltaTable) -> pa.Schema:
+    arrow = table.schema().to_arrow()
+    if isinstance(arrow, pa.Schema):
+        return arrow
+    # deltalake >= 1.0 returns an arro3 schema; pyarrow 14 imports it through the C interface.
+    return pa.Schema._import_from_c_capsule(arrow.__arrow_c_schema__())
+
+
+def _num_rows(table: DeltaTable) -> int | None:
+    actions = table.get_add_actions(flatten=True)
+    if not isinstance(actions, pa.RecordBatch | pa.Table):
+        actions = pa.RecordBatchReader._import_from_c_capsule(
+            actions.__arrow_c_stream__()
+        ).read_all() if hasattr(actions, "__arrow_c_stream__") else pa.record_batch(actions)
+    if "num_records" not in actions.column_names:
+        return None
+    counts = actions.column("num_records").to_pylist()
+    if any(c is None for c in counts):
+        return None
+    return int(sum(counts))
+
+
+def snapshot(path: str, version: int | None = None, check: bool = True) -> Snapshot:
+    """Pin a table at `version` (latest if None) and list its exact files."""
+    table = _open(path, version)
+    if check:
+        check_readable(table, path)
+    return Snapshot(
+        path=path,
+        version=table.version(),
+        files=list(table.file_uris()),
+        num_rows=_num_rows(table),
+        schema=_to_pyarrow_schema(table),
+        partition_columns=list(table.metadata().partition_columns),
+    )
+
+
+def history(path: str, limit: int | None = None) -> list[dict[str, Any]]:
+    """The table's commits, newest first, as delta-rs reports them."""
+    return list(_open(path).history(limit))
+
+
+def table_exists(path: str) -> bool:
+    try:
+        DeltaTable(path)
+    except TableNotFoundError:
+        return False
+    return True
+
+
+def latest_version(path: str) -> int:
+    return _open(path).version()
+
+
+def transaction_version(path: str, app_id: str) -> int | None:
+    """The last version committed by application `app_id` (its `txn` action), if any."""
+    if not table_exists(path):
+        return None
+    v = DeltaTable(path).transaction_version(app_id)
+    return None if v is None else int(v)

@@ -1,0 +1,84 @@
+"""Shared fixtures: one local Spark session, a table dir and an MLflow store per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    from pipeline.config import SparkConfig
+    from pipeline.spark import build_spark
+
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    session = build_spark(
+        SparkConfig(
+            master="local[2]",
+            app_name="sparktrain-tests",
+            shuffle_partitions=2,
+            conf={
+                "spark.sql.warehouse.dir": str(warehouse),
+                "spark.default.parallelism": "2",
+                "spark.driver.memory": "2g",
+            },
+        )
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    """A fresh directory for this test's Delta tables."""
+    root = tmp_path / "lake"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Each test gets its own SQLite tracking store (created lazily, on first use)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    yield uri
+
+
+@pytest.fixture(autouse=True)
+def no_active_mlflow_run() -> Iterator[None]:
+    """Fail any test that leaves an MLflow run active (as MLflow's own conftest does)."""
+    yield
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is not None:
+        mlflow.end_run("KILLED")
+        pytest.fail(f"test left MLflow run {run.info.run_id} active; end it with mlflow.end_run()")
+
+
+def has_gpu() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU: none is visible to torch on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, flatten, load_config, parse_override
+from pipeline.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_yaml_and_overrides_build_typed_sections(tmp_path: Path) -> None:
+    p = write(tmp_path, "data:\n  name: penguins\n  features: [a]\ntrain:\n  epochs: 3\n")
+    cfg = load_config(p, ["train.epochs=7", "data.features=[x, y]", "train.lr=1e-3",
+                          "data.split.train=0.8", "data.split.val=0.1", "data.split.test=0.1"])
+    assert isinstance(cfg, Config)
+    assert cfg.train.epochs == 7
+    assert cfg.data.features == ["x", "y"]
+    assert cfg.train.lr == pytest.approx(0.001)
+    assert cfg.data.split.train == pytest.approx(0.8)
+    assert cfg.data.name == "penguins"
+    # untouched sections keep their defaults
+    assert cfg.train.batch_size == 32
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path: Path) -> None:
+    p = write(tmp_path, "train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.epocs'; did you mean 'epochs'"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"unknown config key 'trian'; did you mean 'train'"):
+        load_config(None, ["trian.epochs=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs", "malformed override 'train.epochs'"),
+        ("=3", "the key before '=' is empty"),
+        ("train..epochs=3", "has '..'"),
+        ("train.epochs=[1", "not valid YAML"),
+        ("train.epochs=three", "train.epochs must be an integer"),
+        ("train.resume=maybe", "train.resume must be true or false"),
+        ("lake.engine=spark", "lake.engine must be one of auto, delta-spark, delta-rs"),
+        ("data.features=a", "data.features must be a list"),
+    ],
+)
+def test_bad_overrides_say_what_to_fix(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file '.*nope.yaml' not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_split_fractions_must_sum_to_one() -> None:
+    with pytest.raises(ConfigError, match="sum to 1"):
+        load_config(None, ["data.split.train=0.9"])
+
+
+def test_parse_override_values_are_yaml() -> None:
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=null") == (["a"], None)
+    assert parse_override("a='x: y'") == (["a"], "x: y")
+
+
+def test_flatten_gives_dotted_params() -> None:
+    cfg = load_config(None, ["train.epochs=4", "data.schema={bill: double}"])
+    flat = flatten(cfg)
+    assert flat["train.epochs"] == 4
+    assert flat["data.schema.bill"] == "double"
+    assert flat["data.split.train"] == pytest.approx(0.7)
+    assert "tracking.uri" in flat
+
+
+def test_every_shipped_config_loads() -> None:
+    confs = sorted(Path(__file__).resolve().parents[1].glob("conf/*.yaml"))
+    assert confs, "conf/ has no YAML files"
+    for path in confs:
+        load_config(path)
