@@ -22,6 +22,8 @@ from pipeline.errors import ConfigError
 
 T = TypeVar("T")
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
 
 @dataclass(kw_only=True)
 class SparkConfig:
@@ -158,12 +160,16 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class TrackingConfig:
-    uri: str = "sqlite:///mlflow.db"
+    # None: $MLFLOW_TRACKING_URI if set, else a SQLite store ./mlflow.db (see tracking_uri()).
+    uri: str | None = None
     experiment: str = "sparktrain"
     artifact_location: str | None = None
     register: bool = True
     alias: str = "champion"
     run_name: str | None = None
+
+    def tracking_uri(self) -> str:
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 @dataclass(kw_only=True)
