@@ -85,6 +85,33 @@ class RulesConfig:
     lowercase: list[str] = field(default_factory=list)
     uppercase: list[str] = field(default_factory=list)
     dedup_key: list[str] = field(default_factory=list)
+    # column -> regex with one capture group; the group replaces the value
+    # (e.g. species: '^(\w+)' keeps "Adelie" of "Adelie Penguin (...)"). No match rejects the row.
+    extract: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class SyntheticConfig:
+    """jobs/generate.py: penguin-like raw rows written to `data.source`."""
+
+    rows: int = 100_000
+    dirty_fraction: float = 0.05
+    duplicate_fraction: float = 0.01
+    seed: int = 7
+    # Output files (= Spark tasks); rows are generated in Spark, never on the driver.
+    files: int = 4
+    format: Literal["csv", "parquet", "json"] = "csv"
+
+    def __post_init__(self) -> None:
+        if self.rows < 1 or self.files < 1:
+            raise ConfigError(
+                "data.synthetic.rows and data.synthetic.files must be >= 1, "
+                "e.g. data.synthetic.rows=1000000 data.synthetic.files=8"
+            )
+        for name in ("dirty_fraction", "duplicate_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"data.synthetic.{name} must be in [0, 1], got {value}")
 
 
 @dataclass(kw_only=True)
@@ -115,6 +142,9 @@ class DataConfig:
     image_channels: int = 1
     # For anomaly detection: label value(s) that count as normal.
     normal_labels: list[Any] = field(default_factory=list)
+    # Extra Spark reader options for csv/json sources (e.g. sep: ';').
+    read_options: dict[str, str] = field(default_factory=dict)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     @property
     def table_name(self) -> str:
