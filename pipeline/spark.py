@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -73,6 +74,10 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
         if cfg.master.startswith("local"):
             builder = builder.config("spark.driver.host", "127.0.0.1")
             builder = builder.config("spark.driver.bindAddress", "127.0.0.1")
+            # Python workers default to `python3` on PATH, which lacks this
+            # environment's packages (horovod, pyarrow): use the driver's interpreter.
+            # PySpark reads only the environment variable here, not spark.pyspark.python.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     if _delta_jars_configured(cfg):
