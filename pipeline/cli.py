@@ -40,9 +40,14 @@ def parse_args(name: str, argv: Sequence[str] | None, description: str = "") -> 
 
 
 def emit_summary(summary: dict[str, Any]) -> None:
-    """Print the one-line JSON summary: always the last line on stdout."""
+    """Write the one-line JSON summary: always the last line on stdout.
+
+    This is the job's result channel (schedulers and tests parse it), not a log;
+    every log line goes to stderr.
+    """
     sys.stdout.flush()
-    print(json.dumps(summary, default=str, sort_keys=True), flush=True)
+    sys.stdout.write(json.dumps(summary, default=str, sort_keys=True) + "\n")
+    sys.stdout.flush()
 
 
 def run_job(
@@ -59,13 +64,12 @@ def run_job(
     # A session that existed before the job (a test's, a notebook's) is not ours to stop.
     owns_session = SparkSession.getActiveSession() is None
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg: Config = load_config(args.config, args.overrides)
         if needs_spark:
             spark = build_spark(cfg.spark)
         summary = body(cfg, spark)  # type: ignore[arg-type]
     except SparktrainError as exc:
         _logger.error("%s failed: %s", name, exc)
-        print(f"error: {exc}", file=sys.stderr)
         emit_summary({"job": name, "status": "failed", "error": str(exc)})
         return exc.exit_code
     except Exception as exc:

@@ -23,7 +23,7 @@ Launcher = Literal["auto", "spark", "local"]
 
 def spark_slots(spark: SparkSession) -> int | None:
     """Task slots a local master offers (`local[N]`), or None when unknown (cluster)."""
-    master = spark.sparkContext.master
+    master = spark.sparkContext.master or ""
     m = re.fullmatch(r"local\[(\d+|\*)(?:,\s*\d+)?\]", master)
     if m:
         return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
@@ -66,8 +66,9 @@ def run_distributed(
 
     run_env = dict(os.environ)
     run_env.update(env or {})
-    _logger.info("launching %d Horovod ranks on Spark (gloo, start timeout %ds)",
-                 num_proc, start_timeout_s)
+    _logger.info(
+        "launching %d Horovod ranks on Spark (gloo, start timeout %ds)", num_proc, start_timeout_s
+    )
     try:
         return list(
             horovod.spark.run(

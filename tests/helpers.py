@@ -12,8 +12,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_job(job: str, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: int = 900) -> subprocess.CompletedProcess[str]:
+def run_job(
+    job: str,
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+) -> subprocess.CompletedProcess[str]:
     """Run `python jobs/<job>.py args...` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -16,8 +16,17 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_yaml_and_overrides_build_typed_sections(tmp_path: Path) -> None:
     p = write(tmp_path, "data:\n  name: penguins\n  features: [a]\ntrain:\n  epochs: 3\n")
-    cfg = load_config(p, ["train.epochs=7", "data.features=[x, y]", "train.lr=1e-3",
-                          "data.split.train=0.8", "data.split.val=0.1", "data.split.test=0.1"])
+    cfg = load_config(
+        p,
+        [
+            "train.epochs=7",
+            "data.features=[x, y]",
+            "train.lr=1e-3",
+            "data.split.train=0.8",
+            "data.split.val=0.1",
+            "data.split.test=0.1",
+        ],
+    )
     assert isinstance(cfg, Config)
     assert cfg.train.epochs == 7
     assert cfg.data.features == ["x", "y"]
@@ -30,7 +39,8 @@ def test_yaml_and_overrides_build_typed_sections(tmp_path: Path) -> None:
 
 def test_unknown_key_names_the_closest_valid_key(tmp_path: Path) -> None:
     p = write(tmp_path, "train:\n  epocs: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown config key 'train.epocs'; did you mean 'epochs'"):
+    expected = r"unknown config key 'train.epocs'; did you mean 'epochs'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(p)
     with pytest.raises(ConfigError, match=r"unknown config key 'trian'; did you mean 'train'"):
         load_config(None, ["trian.epochs=3"])

@@ -9,14 +9,18 @@ file means (deletion vectors, column mapping, type widening) are refused.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
+from pyspark.sql import DataFrame, SparkSession
 
 from pipeline.errors import LakeError
+from pipeline.lake.schema import spark_schema_of
+from pipeline.spark import delta_spark_available
 
 _logger = logging.getLogger(__name__)
 
@@ -100,9 +104,11 @@ def _to_pyarrow_schema(table: DeltaTable) -> pa.Schema:
 def _num_rows(table: DeltaTable) -> int | None:
     actions = table.get_add_actions(flatten=True)
     if not isinstance(actions, pa.RecordBatch | pa.Table):
-        actions = pa.RecordBatchReader._import_from_c_capsule(
-            actions.__arrow_c_stream__()
-        ).read_all() if hasattr(actions, "__arrow_c_stream__") else pa.record_batch(actions)
+        actions = (
+            pa.RecordBatchReader._import_from_c_capsule(actions.__arrow_c_stream__()).read_all()
+            if hasattr(actions, "__arrow_c_stream__")
+            else pa.record_batch(actions)
+        )
     if "num_records" not in actions.column_names:
         return None
     counts = actions.column("num_records").to_pylist()
@@ -149,3 +155,38 @@ def transaction_version(path: str, app_id: str) -> int | None:
         return None
     v = DeltaTable(path).transaction_version(app_id)
     return None if v is None else int(v)
+
+
+def table_location(path: str) -> str:
+    """Absolute local path, or the URI unchanged (s3://, hdfs://, ...)."""
+    if path.startswith("file://"):
+        path = path[len("file://") :]
+    elif path.startswith("file:"):
+        path = path[len("file:") :]
+    return path if "://" in path else os.path.abspath(path)
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The table at `version` (latest if None) as a Spark DataFrame.
+
+    With delta-spark on the classpath this is `format("delta")` with
+    `versionAsOf`. Otherwise Spark reads exactly the snapshot's Parquet files
+    with the table's schema; partition columns come back from the file paths,
+    and tables with reader features a plain Parquet read gets wrong are refused.
+    """
+    location = table_location(path)
+    if delta_spark_available(spark):
+        _open(location, version)  # same errors as below for missing tables and versions
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(location)
+    snap = snapshot(location, version)
+    schema = spark_schema_of(snap.schema)
+    if not snap.files:
+        return spark.createDataFrame([], schema)
+    reader = spark.read.schema(schema)
+    if snap.partition_columns:
+        # Hive-style directories under the table root carry the partition values.
+        reader = reader.option("basePath", location)
+    return reader.parquet(*snap.files).select(*schema.names)

@@ -1,0 +1,30 @@
+"""Report what this installation can do: Spark, Delta engine, Horovod build, versions.
+
+python jobs/doctor.py --config conf/penguins.yaml
+spark-submit jobs/doctor.py --config conf/penguins.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import _bootstrap  # noqa: F401  (makes `pipeline` importable from a checkout)
+from pyspark.sql import SparkSession
+
+from pipeline.cli import run_job
+from pipeline.config import Config
+from pipeline.doctor import report
+
+
+def body(cfg: Config, spark: SparkSession) -> dict[str, Any]:
+    return report(spark)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_job("doctor", body, argv, description=__doc__ or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

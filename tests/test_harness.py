@@ -1,0 +1,90 @@
+"""The job harness: JSON summary last on stdout, exit codes, errors that name the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO, run_job, summary_of
+
+
+def test_doctor_job_reports_the_pinned_stack() -> None:
+    proc = run_job("doctor", "--config", "conf/local.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = summary_of(proc)
+    assert summary["status"] == "ok"
+    assert summary["spark_master"] == "local[2]"
+    assert summary["spark_version"] == "3.5.8"
+    assert summary["horovod"]["pytorch"] is True
+    assert summary["horovod"]["gloo"] is True
+    assert summary["packages"]["petastorm"] == "0.12.1"
+    assert summary["packages"]["pyarrow"] == "14.0.2"
+    # logs go to stderr: stdout holds exactly one line, the summary
+    assert len([x for x in proc.stdout.splitlines() if x.strip()]) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--config", "conf/local.yaml", "spark.mastr=local[1]"],
+            "unknown config key 'spark.mastr'; did you mean 'master'",
+        ),
+        (["--config", "conf/local.yaml", "train.epochs"], "malformed override 'train.epochs'"),
+        (["--config", "conf/missing.yaml"], "config file 'conf/missing.yaml' not found"),
+    ],
+)
+def test_bad_input_exits_2_and_names_the_fix(args: list[str], message: str) -> None:
+    proc = run_job("doctor", *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    summary = summary_of(proc)
+    assert summary["status"] == "failed"
+    assert message in summary["error"]
+
+
+def test_missing_java_is_reported_with_the_fix(tmp_path: Path) -> None:
+    # A PATH without java and a JAVA_HOME that points nowhere.
+    proc = run_job(
+        "doctor",
+        "--config",
+        "conf/local.yaml",
+        env={"PATH": str(tmp_path), "JAVA_HOME": str(tmp_path / "nojava")},
+    )
+    assert proc.returncode == 2
+    assert "no Java runtime found" in proc.stderr
+    assert "openjdk-17" in proc.stderr
+
+
+def test_spark_submit_runs_a_job_and_prints_the_summary_last() -> None:
+    import pyspark
+
+    spark_submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    proc = subprocess.run(
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            "--conf",
+            "spark.ui.enabled=false",
+            "jobs/doctor.py",
+            "--config",
+            "conf/local.yaml",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    # spark-submit's --master wins over the config's local[2]
+    assert summary["spark_master"] == "local[1]"
