@@ -164,6 +164,15 @@ class ModelConfig:
     # Anomaly threshold: this quantile of validation reconstruction error of normal rows.
     threshold_quantile: float = 0.99
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold_quantile <= 1.0:
+            raise ConfigError(
+                f"model.threshold_quantile must be in (0, 1], got {self.threshold_quantile}; "
+                "e.g. model.threshold_quantile=0.99"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
 
 @dataclass(kw_only=True)
 class TrainConfig:
@@ -186,6 +195,22 @@ class TrainConfig:
     mixed_precision: bool = True
     reader_pool: Literal["thread", "dummy"] = "dummy"
     reader_workers: int = 1
+    # Rows per forward pass when scoring validation/test data (no gradients kept).
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "epochs", "batch_size", "eval_batch_size", "reader_workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"train.{name} must be >= 1, got {getattr(self, name)}; e.g. train.{name}=2"
+                )
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}; e.g. train.lr=0.01")
+        if self.warmup_epochs < 0 or self.start_timeout_s < 1:
+            raise ConfigError(
+                "train.warmup_epochs must be >= 0 and train.start_timeout_s >= 1 "
+                f"(got {self.warmup_epochs} and {self.start_timeout_s})"
+            )
 
 
 @dataclass(kw_only=True)
@@ -197,6 +222,8 @@ class TrackingConfig:
     register: bool = True
     alias: str = "champion"
     run_name: str | None = None
+    # How long the pre-training check of the tracking store may take before it counts as down.
+    check_timeout_s: float = 10.0
 
     def tracking_uri(self) -> str:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
