@@ -1,0 +1,257 @@
+"""Incremental, idempotent batch inference of a Delta table with a registered model.
+
+One run:
+1. resolves the model URI to one exact version,
+2. pins the input table at its latest version,
+3. scores only the rows (by key) this model version has not scored or failed yet,
+4. commits errors, then predictions, each under the application transaction
+   (`sparktrain-infer/<model>/<version>`, input table version), so a retried run
+   adds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, DataType, NumericType, StringType
+
+from pipeline.config import Config
+from pipeline.errors import InferenceError
+from pipeline.infer.model_ref import ModelRef, default_model_uri, resolve
+from pipeline.infer.scoring import ERROR_COLUMN, scored_struct
+from pipeline.lake import (
+    prepare_write,
+    read_table,
+    snapshot,
+    table_exists,
+    transaction_version,
+)
+
+_logger = logging.getLogger(__name__)
+
+LINEAGE_COLUMNS = ["model_name", "model_version", "run_id", "input_version", "scored_at"]
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    output_table: str
+    errors_table: str
+    version: int
+    rows_scored: int
+    rows_failed: int
+    rows_skipped: int
+    model_name: str
+    model_version: int
+    model_uri: str
+    input_table: str
+    input_version: int
+    skipped: bool
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    ref: ModelRef
+    local_dir: str
+    task: str
+    features: list[str]
+    outputs: list[tuple[str, str]]
+    signature_inputs: dict[str, str]
+
+
+def app_id(ref: ModelRef) -> str:
+    return f"sparktrain-infer/{ref.name}/{ref.version}"
+
+
+def _outputs(task: str) -> list[tuple[str, str]]:
+    from pipeline.train.serving import output_schema
+
+    return list(output_schema(task))
+
+
+def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
+    """Download the model once on the driver and ship it to executors."""
+    local = tempfile.mkdtemp(prefix=f"sparktrain-model-{ref.name}-{ref.version}-")
+    path = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=local)
+    model = mlflow.pyfunc.load_model(path)
+    meta = model.metadata.metadata or {}
+    task = meta.get("task")
+    features = list(meta.get("features") or [])
+    if not task or not features:
+        raise InferenceError(
+            f"{ref.uri} has no 'task'/'features' metadata: it was not logged by jobs/train.py. "
+            "Score it with mlflow.pyfunc.spark_udf, or register a model trained by sparktrain"
+        )
+    inputs: dict[str, str] = {}
+    schema = model.metadata.get_input_schema()
+    if schema is not None:
+        for spec in schema.inputs:
+            if spec.name:
+                inputs[spec.name] = str(getattr(spec, "type", ""))
+    spark.sparkContext.addFile(path, recursive=True)
+    return LoadedModel(ref, path, task, features, _outputs(task), inputs)
+
+
+def _type_matches(expected: str, actual: DataType) -> bool:
+    expected = expected.lower()
+    if any(t in expected for t in ("double", "float", "long", "integer")):
+        return isinstance(actual, NumericType)
+    if "string" in expected:
+        return isinstance(actual, StringType)
+    if "array" in expected or "tensor" in expected:
+        return isinstance(actual, ArrayType)
+    return True
+
+
+def check_schema(df: DataFrame, model: LoadedModel, keys: list[str], table: str) -> None:
+    columns = {f.name: f.dataType for f in df.schema.fields}
+    missing = [c for c in model.features if c not in columns]
+    if missing:
+        raise InferenceError(
+            f"input table '{table}' does not match the signature of {model.ref.uri}: it lacks "
+            f"feature column(s) {missing} (table columns: {sorted(columns)}). Score a table "
+            "produced by the same ingest config, or pin a model trained on this table's schema"
+        )
+    wrong = [
+        f"{name}: model expects {kind}, table has {columns[name].simpleString()}"
+        for name, kind in model.signature_inputs.items()
+        if name in columns and not _type_matches(kind, columns[name])
+    ]
+    if wrong:
+        raise InferenceError(
+            f"input table '{table}' does not match the signature of {model.ref.uri}: "
+            + "; ".join(wrong)
+            + ". Re-ingest with the schema the model was trained on"
+        )
+    absent_keys = [k for k in keys if k not in columns]
+    if absent_keys:
+        raise InferenceError(
+            f"key column(s) {absent_keys} are not in input table '{table}'; set infer.key "
+            f"(or data.id) to columns that identify a row, from {sorted(columns)}"
+        )
+
+
+def _done_keys(spark: SparkSession, path: str, ref: ModelRef, keys: list[str]) -> DataFrame | None:
+    if not table_exists(path):
+        return None
+    done = read_table(spark, path)
+    return done.where(
+        (F.col("model_name") == ref.name) & (F.col("model_version") == ref.version)
+    ).select(*keys)
+
+
+def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
+    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri(),
+                          registry_uri=cfg.tracking.tracking_uri())
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri())
+    mlflow.set_registry_uri(cfg.tracking.tracking_uri())
+    model_uri = cfg.infer.model_uri or default_model_uri(cfg.model.name, cfg.tracking.alias)
+    ref = resolve(client, model_uri)
+
+    input_name = cfg.infer.input_table or cfg.data.table_name
+    input_path = cfg.table_path(input_name)
+    output_path = cfg.table_path(cfg.infer.output_table or f"{input_name}_predictions")
+    errors_path = output_path.rstrip("/") + "_errors"
+    keys = list(cfg.infer.key or cfg.data.id)
+    if not keys:
+        raise InferenceError(
+            "batch inference needs key columns to know which rows are scored: set data.id "
+            "(e.g. data.id=[study_name,sample_number]) or infer.key"
+        )
+
+    snap = snapshot(input_path)
+    if snap.num_rows == 0:
+        raise InferenceError(
+            f"input table '{input_path}' (version {snap.version}) has no rows: nothing to score. "
+            "Ingest data first, or point infer.input_table at a table with rows"
+        )
+    rows = read_table(spark, input_path, snap.version)
+    if cfg.infer.split:
+        rows = rows.where(F.col("split") == cfg.infer.split)
+    model = load_model(spark, ref)
+    check_schema(rows, model, keys, input_path)
+
+    aid = app_id(ref)
+    done_version = transaction_version(output_path, aid)
+    if done_version is not None and done_version >= snap.version:
+        _logger.info("%s already scored input version %d; nothing to do", aid, snap.version)
+        return _result(output_path, errors_path, 0, 0, 0, ref, input_path, snap.version, True)
+
+    todo = rows
+    for done in (_done_keys(spark, output_path, ref, keys), _done_keys(spark, errors_path, ref, keys)):
+        if done is not None:
+            todo = todo.join(done, on=keys, how="left_anti")
+
+    lineage = [
+        F.lit(ref.name).alias("model_name"),
+        F.lit(ref.version).cast("long").alias("model_version"),
+        F.lit(ref.run_id).alias("run_id"),
+        F.lit(snap.version).cast("long").alias("input_version"),
+        F.current_timestamp().alias("scored_at"),
+    ]
+    outputs = [name for name, _ in model.outputs]
+    scored = (
+        todo.select(
+            *keys,
+            F.to_json(F.struct(*model.features)).alias("_raw"),
+            scored_struct(os.path.basename(model.local_dir), model.features, model.outputs)
+            .alias("_r"),
+        )
+        .select(*keys, "_raw", "_r.*", *lineage)
+        .persist()
+    )
+    try:
+        ok = scored.where(F.col(ERROR_COLUMN).isNull()).select(*keys, *outputs, *LINEAGE_COLUMNS)
+        bad = scored.where(F.col(ERROR_COLUMN).isNotNull()).select(
+            *keys, F.col(ERROR_COLUMN).alias("error"), F.col("_raw").alias("raw"),
+            *LINEAGE_COLUMNS,
+        )
+        n_ok, n_bad = ok.count(), bad.count()
+        skipped_before = snap.num_rows - (n_ok + n_bad) if not cfg.infer.split else 0
+        # Errors first: if the job dies between the two commits, the retry finds
+        # the error rows done and scores only the rest.
+        version = _commit(spark, cfg, bad, errors_path, aid, snap.version, n_bad)
+        version = _commit(spark, cfg, ok, output_path, aid, snap.version, n_ok, force=True)
+    finally:
+        scored.unpersist()
+    _logger.info("scored %d rows, %d errors, with %s", n_ok, n_bad, ref.uri)
+    return _result(output_path, errors_path, version, n_ok, n_bad, ref, input_path, snap.version,
+                   False, max(skipped_before, 0))
+
+
+def _commit(spark: SparkSession, cfg: Config, df: DataFrame, path: str, aid: str, version: int,
+            rows: int, force: bool = False) -> int:
+    """Append `df` under the app transaction; returns the table version (-1 if none)."""
+    if rows == 0 and not force:
+        return -1
+    if rows == 0 and not table_exists(path):
+        return -1
+    prepared = prepare_write(spark, df, path, cfg.lake, mode="append", app_id=aid,
+                             app_version=version, min_row_groups=1,
+                             description=f"batch inference {aid} input v{version}")
+    return prepared.commit().version
+
+
+def _result(output: str, errors: str, version: int, n_ok: int, n_bad: int, ref: ModelRef,
+            input_path: str, input_version: int, skipped: bool,
+            rows_skipped: int = 0) -> InferenceResult:
+    if version < 0 and table_exists(output):
+        from pipeline.lake import latest_version
+
+        version = latest_version(output)
+    return InferenceResult(
+        output_table=output, errors_table=errors, version=version, rows_scored=n_ok,
+        rows_failed=n_bad, rows_skipped=rows_skipped, model_name=ref.name,
+        model_version=ref.version, model_uri=ref.uri, input_table=input_path,
+        input_version=input_version, skipped=skipped,
+    )
