@@ -1,0 +1,100 @@
+"""Raw input -> one row per input row, with typed clean columns and its verdict.
+
+Both tabular and image inputs come out in the same shape: the clean columns,
+then `_source_file`, `_row_id` (input order), `_rule`/`_reason` (null when
+the row is clean), `_raw` (the raw values as JSON) and `_split_key`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.config import DataConfig
+from pipeline.errors import DataError
+from pipeline.ingest import images, rules
+from pipeline.ingest.sources import CORRUPT, col, read_tabular
+from pipeline.ingest.splits import split_key
+
+META = ["_source_file", "_row_id", "_rule", "_reason", "_raw", "_split_key"]
+
+
+@dataclass(frozen=True)
+class Classified:
+    df: DataFrame
+    columns: list[str]  # the clean columns, in table order
+
+
+def _key_columns(data: DataConfig, fallback: list[str]) -> list[str]:
+    return data.id or fallback
+
+
+def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Classified:
+    raw, header = read_tabular(spark, data, location)
+    refs = [rules.raw_ref(i) for i in range(len(header))]
+    raw = raw.select(
+        *[col(h).alias(r) for h, r in zip(header, refs, strict=True)],
+        CORRUPT,
+        "_source_file",
+        "_row_id",
+    )
+    plans = rules.plan_columns(header, data)
+    types = {p.clean: p.dtype for p in plans}
+    rules.check_rule_columns(types, data)
+    staged, extract_checks = rules.stage_strings(raw, plans, data)
+    typed, cast_checks = rules.cast_staged(staged, plans)
+    raw_of = {p.clean: p.ref for p in plans}
+    checks = [
+        rules.parse_check(),
+        *extract_checks,
+        *cast_checks,
+        *rules.value_checks(types, data, raw_of),
+    ]
+    judged = rules.apply_checks(typed, checks)
+    raw_json = F.when(
+        col(CORRUPT).isNotNull(), F.to_json(F.struct(col(CORRUPT).alias("line")))
+    ).otherwise(
+        F.to_json(
+            F.struct(*[col(r).alias(h) for h, r in zip(header, refs, strict=True)]),
+            {"ignoreNullFields": "false"},
+        )
+    )
+    # Without an id, the split hashes all raw values: independent of the cleaning rules.
+    key = split_key([col(c) for c in data.id]) if data.id else split_key([col(r) for r in refs])
+    clean = [p.clean for p in plans]
+    out = judged.select(
+        *[col(c) for c in clean],
+        "_source_file",
+        "_row_id",
+        "_rule",
+        "_reason",
+        raw_json.alias("_raw"),
+        key.alias("_split_key"),
+    )
+    return Classified(out, clean)
+
+
+def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Classified:
+    decoded = images.read_images(spark, data, location)
+    types = {"image": "array<float>", "label": "string", "path": "string"}
+    rules.check_rule_columns(types, data)
+    if data.rules.ranges:
+        raise DataError("data.rules.ranges does not apply to image datasets; remove it")
+    decode = rules.Check("decode", col("_decode_rule") == F.lit("decode"), col("_decode_reason"))
+    layout = rules.Check("label", col("_decode_rule") == F.lit("label"), col("_decode_reason"))
+    checks = [decode, layout, *rules.value_checks(types, data, {})]
+    judged = rules.apply_checks(decoded, checks)
+    key = split_key([col(c) for c in _key_columns(data, ["path"])])
+    clean = list(types)
+    out = judged.select(
+        *clean, "_source_file", "_row_id", "_rule", "_reason", "_raw", key.alias("_split_key")
+    )
+    return Classified(out, clean)
+
+
+def classify(spark: SparkSession, data: DataConfig, location: str) -> Classified:
+    if data.format == "images":
+        return classify_images(spark, data, location)
+    return classify_tabular(spark, data, location)

@@ -1,0 +1,171 @@
+"""Where raw data comes from: source paths (incl. `pkg://`), file listings, and raw reads.
+
+`data.source` is a local path, a glob, a URI Spark can read (s3a://, hdfs://), or
+`pkg://<python package>/<path inside it>` for data that ships inside an installed
+package, e.g. `pkg://palmerpenguins/data/penguins-raw.csv`. A `pkg://` source
+resolves to a local file on the driver, so on a cluster it must sit on storage
+every executor sees (or copy it there and point `data.source` at the copy).
+
+Tabular sources are read with every column as a string, so that a value of the
+wrong type is caught by the cast rule and quarantined instead of silently nulled.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.resources
+import logging
+import os
+from dataclasses import dataclass
+
+import pyarrow.fs as pafs
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
+
+from pipeline.config import DataConfig
+from pipeline.errors import DataError
+
+_logger = logging.getLogger(__name__)
+
+PKG_SCHEME = "pkg://"
+CORRUPT = "_corrupt_record"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_GLOB_CHARS = set("*?[{")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def col(name: str) -> Column:
+    """A column by its exact name, even with dots, spaces or backticks in it."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def resolve_source(source: str) -> str:
+    """The concrete location of `data.source`: an absolute local path or a URI."""
+    if not source:
+        raise DataError(
+            "data.source is empty: set it to the raw data's file or folder, "
+            "e.g. data.source=data/raw.csv or data.source=pkg://palmerpenguins/data/penguins-raw.csv"
+        )
+    if source.startswith(PKG_SCHEME):
+        package, _, inner = source[len(PKG_SCHEME) :].partition("/")
+        try:
+            root = importlib.resources.files(package)
+        except ModuleNotFoundError as exc:
+            raise DataError(
+                f"data.source '{source}' names package '{package}', which is not installed; "
+                f"pip install it into the environment or point data.source at a file"
+            ) from exc
+        return os.path.abspath(str(root.joinpath(inner)))
+    if source.startswith("file://"):
+        source = source[len("file://") :]
+    elif source.startswith("file:"):
+        source = source[len("file:") :]
+    return source if "://" in source else os.path.abspath(source)
+
+
+def _visible(name: str) -> bool:
+    # Spark skips files and folders starting with "_" or "." (e.g. _SUCCESS, .crc).
+    return not (name.startswith("_") or name.startswith("."))
+
+
+def list_source_files(source: str, location: str, fmt: str) -> list[SourceFile]:
+    """The files a read of `location` will see; fails when there are none."""
+    if "://" not in location and _GLOB_CHARS & set(location):
+        paths = sorted(p for p in glob.glob(location) if os.path.isfile(p))
+        if not paths:
+            raise DataError(f"data.source '{source}' matches no files; fix the pattern")
+        infos = [os.stat(p) for p in paths]
+        return [SourceFile(p, s.st_size, s.st_mtime_ns) for p, s in zip(paths, infos, strict=True)]
+    fs, path = (
+        pafs.FileSystem.from_uri(location)
+        if "://" in location
+        else (pafs.LocalFileSystem(), location)
+    )
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        hint = (
+            " (run jobs/make_digits.py --config conf/digits.yaml to create it)"
+            if fmt == "images"
+            else ""
+        )
+        raise DataError(
+            f"data.source '{source}' does not exist (resolved to {location}); "
+            f"point data.source at the raw file or folder{hint}"
+        )
+    if info.type == pafs.FileType.File:
+        found = [info]
+    else:
+        selector = pafs.FileSelector(path, recursive=True)
+        found = [
+            i
+            for i in fs.get_file_info(selector)
+            if i.type == pafs.FileType.File
+            and all(_visible(part) for part in i.path[len(path) :].split("/") if part)
+        ]
+    if fmt == "images":
+        found = [i for i in found if i.path.lower().endswith(IMAGE_SUFFIXES)]
+    files = sorted(
+        (SourceFile(i.path, int(i.size or 0), int(i.mtime_ns or 0)) for i in found),
+        key=lambda f: f.path,
+    )
+    if not files:
+        kind = "PNG or JPEG images in class folders" if fmt == "images" else "files"
+        raise DataError(f"data.source '{source}' holds no {kind}: the input is empty")
+    return files
+
+
+def fingerprint(files: list[SourceFile]) -> str:
+    """Identity of an input: its files' paths, sizes and modification times."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def _all_strings(names: list[str]) -> StructType:
+    return StructType(
+        [StructField(n, StringType()) for n in names] + [StructField(CORRUPT, StringType())]
+    )
+
+
+def read_tabular(
+    spark: SparkSession, data: DataConfig, location: str
+) -> tuple[DataFrame, list[str]]:
+    """Raw rows as strings, plus `_corrupt_record`, `_source_file` and `_row_id`; and the header."""
+    if data.format == "csv":
+        options = {"header": "true", "escape": '"', **data.read_options}
+        names = spark.read.options(**options).csv(location).columns
+        reader = spark.read.options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
+        df = reader.schema(_all_strings(names)).csv(location)
+    elif data.format == "json":
+        options = dict(data.read_options)
+        inferred = spark.read.options(**options, primitivesAsString="true").json(location)
+        names = [n for n in inferred.columns if n != CORRUPT]
+        reader = spark.read.options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
+        df = reader.schema(_all_strings(names)).json(location)
+    elif data.format == "parquet":
+        typed = spark.read.parquet(location)
+        names = typed.columns
+        df = typed.select(
+            *[col(n).cast("string").alias(n) for n in names],
+            F.lit(None).cast("string").alias(CORRUPT),
+        )
+    else:  # pragma: no cover - images take their own path
+        raise DataError(f"data.format {data.format!r} is not a tabular format")
+    if not names:
+        raise DataError(
+            f"data.source '{data.source}' has no columns (an empty file or no header line); "
+            "the input is empty"
+        )
+    df = df.withColumn("_source_file", F.input_file_name()).withColumn(
+        "_row_id", F.monotonically_increasing_id()
+    )
+    return df, names

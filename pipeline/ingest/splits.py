@@ -1,0 +1,40 @@
+"""Deterministic train/val/test assignment from a hash of each row's key.
+
+A row's split depends only on its key (the `data.id` values, or all raw values
+when there is no id) and the fractions, so it never changes across re-runs,
+appends or cluster sizes. Spark's xxhash64 (seed 42) is part of Spark's
+stable SQL function set; the key is hashed as one string, so column types do
+not change the result.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pipeline.config import SplitConfig
+
+SPLIT_BUCKETS = 10_000
+SPLITS = ("train", "val", "test")
+KEY_SEPARATOR = "\u001f"  # unit separator: cannot be confused with ordinary text
+NULL_MARK = "\u0000"
+
+
+def split_key(columns: list[Column]) -> Column:
+    """One string per row from the key columns; nulls are kept distinct from empty strings."""
+    parts = [F.coalesce(c.cast("string"), F.lit(NULL_MARK)) for c in columns]
+    return F.concat_ws(KEY_SEPARATOR, *parts)
+
+
+def split_of(key: Column, fractions: SplitConfig) -> Column:
+    bucket = F.pmod(F.xxhash64(key), F.lit(SPLIT_BUCKETS)) / F.lit(float(SPLIT_BUCKETS))
+    return (
+        F.when(bucket < F.lit(fractions.train), F.lit("train"))
+        .when(bucket < F.lit(fractions.train + fractions.val), F.lit("val"))
+        .otherwise(F.lit("test"))
+    )
+
+
+def assign_split(df: DataFrame, key_column: str, fractions: SplitConfig) -> DataFrame:
+    """Add a `split` column ("train" | "val" | "test") from `key_column`."""
+    return df.withColumn("split", split_of(F.col(key_column), fractions))
