@@ -1,0 +1,285 @@
+"""Delta I/O: single-commit writes through delta-rs, pinned reads, and what delta-rs sees."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from pipeline.config import LakeConfig
+from pipeline.errors import LakeError
+from pipeline.lake import history, read_table, snapshot, transaction_version, write_table
+from pipeline.lake.read import _num_rows, _to_pyarrow_schema
+from pipeline.lake.schema import spark_schema_of
+
+
+def assert_lake_agrees(
+    spark: SparkSession, path: str | Path, version: int | None = None
+) -> DataFrame:
+    """delta-rs and Spark agree on a table version: schema, version, exact files, row count."""
+    path = str(path)
+    table = DeltaTable(path)
+    if version is not None:
+        table.load_as_version(version)
+    df = read_table(spark, path, version)
+    assert df.schema == spark_schema_of(_to_pyarrow_schema(table))
+    assert snapshot(path, version).version == table.version()
+    spark_files = {urllib.parse.unquote(urllib.parse.urlparse(u).path) for u in df.inputFiles()}
+    assert spark_files == set(table.file_uris())
+    assert df.count() == _num_rows(table)
+    return df
+
+
+def _frame(spark: SparkSession, start: int, n: int) -> DataFrame:
+    return spark.range(start, start + n).select(
+        F.col("id"),
+        (F.col("id") * 0.5).alias("x"),
+        F.when(F.col("id") % 3 == 0, "a b").when(F.col("id") % 3 == 1, "c/d").alias("group"),
+        F.array(F.lit(1.0).cast("float"), F.col("id").cast("float")).alias("vec"),
+        F.timestamp_seconds(F.col("id") * 3600).alias("ts"),
+    )
+
+
+def _row_groups(table: DeltaTable) -> list[int]:
+    return [pq.ParquetFile(f).metadata.num_row_groups for f in table.file_uris()]
+
+
+def _add_actions(path: Path, version: int) -> list[dict]:
+    log = path / "_delta_log" / f"{version:020d}.json"
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    return [a["add"] for a in actions if "add" in a]
+
+
+def test_append_and_overwrite_make_versions_that_stay_readable(
+    spark: SparkSession, lake: Path
+) -> None:
+    path = lake / "t"
+    first, second, third = _frame(spark, 0, 40), _frame(spark, 40, 30), _frame(spark, 100, 5)
+    results = [
+        write_table(spark, first, str(path), LakeConfig()),
+        write_table(spark, second, str(path), LakeConfig(), mode="append"),
+        write_table(spark, third, str(path), LakeConfig(), mode="overwrite"),
+    ]
+    assert [r.version for r in results] == [0, 1, 2]
+    assert [r.num_rows for r in results] == [40, 30, 5]
+    assert not any(r.skipped for r in results)
+    assertDataFrameEqual(assert_lake_agrees(spark, path, 0), first)
+    assertDataFrameEqual(assert_lake_agrees(spark, path, 1), first.unionByName(second))
+    assertDataFrameEqual(assert_lake_agrees(spark, path), third)
+    ops = [(h["version"], h["operation"]) for h in history(str(path))]
+    assert ops == [(2, "WRITE"), (1, "WRITE"), (0, "CREATE TABLE")]
+    # Files of the overwritten versions are still on disk for time travel, but not in v2.
+    assert len(DeltaTable(str(path)).file_uris()) == results[2].num_files
+
+
+def test_row_groups_are_sized_for_sharding(spark: SparkSession, lake: Path) -> None:
+    df = _frame(spark, 0, 1000).repartition(2)
+    small = write_table(spark, df, str(lake / "a"), LakeConfig(), min_row_groups=8)
+    assert small.row_groups >= 8
+    assert sum(_row_groups(DeltaTable(str(lake / "a")))) == small.row_groups
+
+    bounded = LakeConfig(row_group_rows=50, target_file_rows=300)
+    result = write_table(spark, df, str(lake / "b"), bounded, min_row_groups=2)
+    table = DeltaTable(str(lake / "b"))
+    for file in table.file_uris():
+        meta = pq.ParquetFile(file).metadata
+        assert meta.num_rows <= 300
+        assert all(meta.row_group(i).num_rows <= 50 for i in range(meta.num_row_groups))
+    assert result.row_groups >= 1000 // 50
+    assert result.num_files >= 1000 // 300
+
+
+def test_partitioned_tables_round_trip_awkward_values(spark: SparkSession, lake: Path) -> None:
+    path = lake / "parts"
+    df = _frame(spark, 0, 90)  # group: "a b", "c/d" and null
+    result = write_table(
+        spark, df, str(path), LakeConfig(), partition_by=["group"], min_row_groups=3
+    )
+    table = DeltaTable(str(path))
+    assert table.metadata().partition_columns == ["group"]
+    dirs = {Path(f).parent.name for f in table.file_uris()}
+    assert dirs == {"group=a%20b", "group=c%2Fd", "group=__HIVE_DEFAULT_PARTITION__"}
+    back = assert_lake_agrees(spark, path)
+    assert back.columns == df.columns
+    assertDataFrameEqual(back, df)
+    # min_row_groups holds per partition value: each can be sharded on its own.
+    per_dir: dict[str, int] = {}
+    for f in table.file_uris():
+        per_dir[Path(f).parent.name] = per_dir.get(Path(f).parent.name, 0) + _row_groups_of(f)
+    assert min(per_dir.values()) >= 3
+    assert result.row_groups == sum(per_dir.values())
+
+
+def _row_groups_of(file: str) -> int:
+    return pq.ParquetFile(file).metadata.num_row_groups
+
+
+def test_app_transaction_makes_a_retry_a_no_op(spark: SparkSession, lake: Path) -> None:
+    path = str(lake / "t")
+    df = _frame(spark, 0, 10)
+    first = write_table(spark, df, path, LakeConfig(), app_id="job-a", app_version=1)
+    retry = write_table(spark, df, path, LakeConfig(), app_id="job-a", app_version=1)
+    older = write_table(spark, df, path, LakeConfig(), app_id="job-a", app_version=0)
+    assert (first.version, first.skipped) == (0, False)
+    assert (retry.version, retry.skipped, retry.num_rows) == (0, True, 0)
+    assert older.skipped
+    assert read_table(spark, path).count() == 10
+    nxt = write_table(spark, df, path, LakeConfig(), app_id="job-a", app_version=2)
+    other = write_table(spark, df, path, LakeConfig(), app_id="job-b", app_version=1)
+    assert (nxt.version, other.version) == (1, 2)
+    assert transaction_version(path, "job-a") == 2
+    assert read_table(spark, path).count() == 30
+
+
+def test_zero_row_writes_create_and_extend_tables(spark: SparkSession, lake: Path) -> None:
+    empty = _frame(spark, 0, 0)
+    created = write_table(spark, empty, str(lake / "e"), LakeConfig())
+    assert (created.version, created.num_rows, created.num_files) == (0, 0, 0)
+    back = assert_lake_agrees(spark, lake / "e")
+    assert back.count() == 0
+    assert back.schema.simpleString() == empty.schema.simpleString()
+
+    write_table(spark, _frame(spark, 0, 7), str(lake / "f"), LakeConfig())
+    appended = write_table(spark, empty, str(lake / "f"), LakeConfig())
+    assert (appended.version, appended.num_rows) == (1, 0)
+    assert assert_lake_agrees(spark, lake / "f").count() == 7
+
+
+def test_add_actions_carry_stats(spark: SparkSession, lake: Path) -> None:
+    path = lake / "s"
+    write_table(spark, _frame(spark, 0, 100).repartition(3), str(path), LakeConfig())
+    adds = _add_actions(path, 0)
+    assert len(adds) == 3
+    total = 0
+    for add in adds:
+        stats = json.loads(add["stats"])
+        data = pq.read_table(path / urllib.parse.unquote(add["path"]))
+        ids = data.column("id").to_pylist()
+        assert stats["numRecords"] == data.num_rows
+        assert (stats["minValues"]["id"], stats["maxValues"]["id"]) == (min(ids), max(ids))
+        assert stats["minValues"]["x"] == min(ids) * 0.5
+        assert stats["nullCount"]["group"] == data.column("group").null_count
+        assert "vec" not in stats["minValues"]  # no order on arrays: no min/max
+        assert stats["minValues"]["ts"].endswith("Z")
+        total += stats["numRecords"]
+    assert total == 100
+    assert DeltaTable(str(path)).count() == 100
+
+
+def test_append_with_another_schema_is_refused(spark: SparkSession, lake: Path) -> None:
+    path = str(lake / "t")
+    write_table(spark, _frame(spark, 0, 5), path, LakeConfig())
+    other = _frame(spark, 0, 5).withColumn("x", F.col("x").cast("string")).drop("vec")
+    with pytest.raises(LakeError, match=r"schema differs.*missing columns \['vec'\].*overwrite"):
+        write_table(spark, other, path, LakeConfig())
+    assert DeltaTable(path).version() == 0
+    replaced = write_table(spark, other, path, LakeConfig(), mode="overwrite")
+    assert read_table(spark, path).schema["x"].dataType.simpleString() == "string"
+    assert replaced.version == 1
+
+
+def test_failed_write_leaves_the_table_at_its_previous_version(
+    spark: SparkSession, lake: Path
+) -> None:
+    path = str(lake / "t")
+    write_table(spark, _frame(spark, 0, 20), path, LakeConfig())
+
+    @F.udf("double")
+    def explode_on_13(x: float) -> float:
+        if x == 6.5:
+            raise ValueError("boom")
+        return x
+
+    bad = _frame(spark, 0, 20).withColumn("x", explode_on_13("x"))
+    with pytest.raises(Exception, match="boom"):
+        write_table(spark, bad, path, LakeConfig())
+    assert DeltaTable(path).version() == 0
+    assert read_table(spark, path).count() == 20
+
+
+def test_delta_spark_without_its_jars_says_how_to_add_them(spark: SparkSession, lake: Path) -> None:
+    with pytest.raises(LakeError) as info:
+        write_table(spark, _frame(spark, 0, 3), str(lake / "t"), LakeConfig(engine="delta-spark"))
+    message = str(info.value)
+    assert "--packages io.delta:delta-spark_2.12:3.3.2" in message
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in message
+    assert "spark.sql.catalog.spark_catalog=" in message
+    assert not (lake / "t").exists()
+
+
+def test_reads_refuse_deletion_vectors(spark: SparkSession, lake: Path) -> None:
+    path = str(lake / "dv")
+    data = pa.table({"a": pa.array([1, 2, 3], pa.int64())})
+    write_deltalake(path, data, configuration={"delta.enableDeletionVectors": "true"})
+    with pytest.raises(LakeError, match=r"deletionVectors.*cannot honour"):
+        read_table(spark, path)
+
+
+def test_reads_refuse_column_mapping(spark: SparkSession, lake: Path) -> None:
+    """A hand-written log as Spark writes it with column mapping: physical names differ."""
+    path = lake / "cm"
+    (path / "_delta_log").mkdir(parents=True)
+    schema = {
+        "type": "struct",
+        "fields": [
+            {
+                "name": "a",
+                "type": "long",
+                "nullable": True,
+                "metadata": {
+                    "delta.columnMapping.id": 1,
+                    "delta.columnMapping.physicalName": "col-5f1b",
+                },
+            }
+        ],
+    }
+    actions = [
+        {"protocol": {"minReaderVersion": 2, "minWriterVersion": 5}},
+        {
+            "metaData": {
+                "id": "3a0d65cd-4b4c-4f0b-9f8a-3d1b0a6f0001",
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": json.dumps(schema),
+                "partitionColumns": [],
+                "configuration": {
+                    "delta.columnMapping.mode": "name",
+                    "delta.columnMapping.maxColumnId": "1",
+                },
+                "createdTime": 0,
+            }
+        },
+    ]
+    log = path / "_delta_log" / f"{0:020d}.json"
+    log.write_text("\n".join(json.dumps(a) for a in actions) + "\n")
+    with pytest.raises(LakeError, match=r"column mapping mode 'name'"):
+        read_table(spark, str(path))
+
+
+def test_snapshot_converts_arrow_schema_and_counts_rows(spark: SparkSession, lake: Path) -> None:
+    path = str(lake / "t")
+    write_table(spark, _frame(spark, 0, 12), path, LakeConfig())
+    snap = snapshot(path)
+    assert isinstance(snap.schema, pa.Schema)
+    assert snap.schema.names == ["id", "x", "group", "vec", "ts"]
+    assert snap.schema.field("vec").type.value_type == pa.float32()
+    assert snap.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert snap.num_rows == 12
+    assert snap.files == DeltaTable(path).file_uris()
+    write_table(spark, _frame(spark, 0, 0), str(lake / "empty"), LakeConfig())
+    assert snapshot(str(lake / "empty")).num_rows == 0
+
+
+def test_missing_tables_and_versions_name_the_fix(spark: SparkSession, lake: Path) -> None:
+    with pytest.raises(LakeError, match="no Delta table.*run the ingest job"):
+        read_table(spark, str(lake / "nope"))
+    write_table(spark, _frame(spark, 0, 2), str(lake / "t"), LakeConfig())
+    with pytest.raises(LakeError, match=r"versions 0\.\.0; version 3 does not exist"):
+        read_table(spark, str(lake / "t"), 3)
