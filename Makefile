@@ -40,3 +40,15 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache lake mlruns
+
+# --- operations (issue 6): MLflow UI and a local Spark standalone cluster -------------
+# UI_HOST (default 127.0.0.1), UI_PORT, UI_BACKEND_STORE_URI, UI_APP=basic-auth: see docker/mlflow-ui.sh
+ui: setup
+	@bash docker/mlflow-ui.sh
+
+# CLUSTER_WORKERS (2), CLUSTER_WORKER_CORES (1), CLUSTER_MASTER_PORT (7077), ...: see docker/cluster.sh
+cluster-up: setup
+	@bash docker/cluster.sh up
+
+cluster-down:
+	@bash docker/cluster.sh down

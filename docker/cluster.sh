@@ -21,6 +21,10 @@
 #                             Horovod ranks land on two different workers)
 #   CLUSTER_WORKER_MEMORY     memory per worker                (default: 2g)
 #   CLUSTER_START_TIMEOUT     seconds to wait for the workers  (default: 90)
+#   CLUSTER_WORKER_GPUS       GPUs per worker (default: 0). With N > 0, worker i advertises
+#                             GPUs (i-1)*N .. i*N-1 through docker/spark-gpu-discovery.sh, so
+#                             executors can ask for spark.executor.resource.gpu.amount and each
+#                             task (Horovod rank) for spark.task.resource.gpu.amount.
 #   PY                        the Python whose pyspark is used (default: <repo>/.venv/bin/python)
 set -euo pipefail
 
@@ -35,6 +39,8 @@ CLUSTER_WORKERS=${CLUSTER_WORKERS:-2}
 CLUSTER_WORKER_CORES=${CLUSTER_WORKER_CORES:-1}
 CLUSTER_WORKER_MEMORY=${CLUSTER_WORKER_MEMORY:-2g}
 CLUSTER_START_TIMEOUT=${CLUSTER_START_TIMEOUT:-90}
+CLUSTER_WORKER_GPUS=${CLUSTER_WORKER_GPUS:-0}
+user_worker_opts=${SPARK_WORKER_OPTS:-}
 
 MASTER_CLASS=org.apache.spark.deploy.master.Master
 WORKER_CLASS=org.apache.spark.deploy.worker.Worker
@@ -104,12 +110,25 @@ stop_daemon() {  # class instance
   echo "cluster: killed ${cls##*.} $inst (pid $pid) after 30 s"
 }
 
+gpu_env() {  # worker-instance: its own slice of the host's GPUs, or none
+  local i=$1 first ids
+  unset SPARKTRAIN_GPU_ADDRESSES
+  export SPARK_WORKER_OPTS=$user_worker_opts
+  [ "$CLUSTER_WORKER_GPUS" -gt 0 ] || return 0
+  first=$(( (i - 1) * CLUSTER_WORKER_GPUS ))
+  ids=$(seq -s, "$first" $((first + CLUSTER_WORKER_GPUS - 1)))
+  export SPARKTRAIN_GPU_ADDRESSES=$ids
+  export SPARK_WORKER_OPTS="$user_worker_opts -Dspark.worker.resource.gpu.amount=$CLUSTER_WORKER_GPUS \
+-Dspark.worker.resource.gpu.discoveryScript=$repo/docker/spark-gpu-discovery.sh"
+}
+
 cmd_up() {
   setup_env
   start_daemon "$MASTER_CLASS" 1 --host "$CLUSTER_HOST" --port "$CLUSTER_MASTER_PORT" \
     --webui-port "$CLUSTER_MASTER_UI_PORT"
   local i
   for i in $(seq 1 "$CLUSTER_WORKERS"); do
+    gpu_env "$i"
     start_daemon "$WORKER_CLASS" "$i" --host "$CLUSTER_HOST" \
       --webui-port $((CLUSTER_WORKER_UI_PORT + i - 1)) \
       --cores "$CLUSTER_WORKER_CORES" --memory "$CLUSTER_WORKER_MEMORY" \

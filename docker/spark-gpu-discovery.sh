@@ -7,6 +7,10 @@
 #   spark.executor.resource.gpu.discoveryScript=/app/docker/spark-gpu-discovery.sh
 # Exits non-zero, with the reason on stderr, when no GPU can be listed, so the
 # worker fails at start instead of advertising GPUs it does not have.
+#
+# SPARKTRAIN_GPU_ADDRESSES=0,1 restricts the answer to those GPUs (they must exist):
+# docker/cluster.sh sets it per worker when several workers share one host, so
+# that no two workers claim the same GPU.
 set -euo pipefail
 smi=${NVIDIA_SMI:-nvidia-smi}
 if ! command -v "$smi" >/dev/null 2>&1; then
@@ -27,6 +31,20 @@ while IFS= read -r line; do
   esac
   addresses+="${addresses:+,}\"$idx\""
 done <<< "$indexes"
+if [ -n "${SPARKTRAIN_GPU_ADDRESSES:-}" ]; then
+  wanted=""
+  IFS=',' read -r -a asked <<< "$SPARKTRAIN_GPU_ADDRESSES"
+  for idx in "${asked[@]}"; do
+    idx=${idx//[[:space:]]/}
+    [ -z "$idx" ] && continue
+    case ",$addresses," in
+      *",\"$idx\","*) wanted+="${wanted:+,}\"$idx\"" ;;
+      *) echo "spark-gpu-discovery: SPARKTRAIN_GPU_ADDRESSES asks for GPU $idx, but $smi lists" \
+              "only [$addresses]" >&2; exit 1 ;;
+    esac
+  done
+  addresses=$wanted
+fi
 if [ -z "$addresses" ]; then
   echo "spark-gpu-discovery: $smi lists no GPU on this host" >&2
   exit 1
