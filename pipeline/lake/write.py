@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import uuid
 from collections.abc import Callable
@@ -267,7 +268,11 @@ def _prepare_delta_rs(
         )
         if "://" not in path:
             os.makedirs(path, exist_ok=True)
-        files = df.mapInArrow(partial(write_files, plan), RESULT_DDL).collect()
+        files = (
+            _df_for_files(df, sum(counts.values()), lake)
+            .mapInArrow(partial(write_files, plan), RESULT_DDL)
+            .collect()
+        )
     finally:
         if persist_here:
             df.unpersist()
@@ -315,6 +320,18 @@ def _prepare_delta_rs(
         row_groups=row_groups,
         _commit=commit,
     )
+
+
+def _df_for_files(df: DataFrame, rows: int, lake: LakeConfig) -> DataFrame:
+    """Fewer tasks when the input has many small partitions (e.g. one per image file).
+
+    Each task writes its own files, so 57 tasks over 1,797 rows give 57 tiny
+    files. The frame is cached by now, so coalescing does not reduce the
+    parallelism of the work that produced it.
+    """
+    parallelism = df.sparkSession.sparkContext.defaultParallelism
+    wanted = max(parallelism, math.ceil(rows / lake.target_file_rows))
+    return df.coalesce(wanted) if df.rdd.getNumPartitions() > wanted else df
 
 
 def _commit_version(path: str, write_id: str) -> int:
