@@ -14,8 +14,9 @@
 #   UI_ARTIFACTS_DESTINATION  where the server stores artifacts it is sent over HTTP
 #                             (default <repo>/mlruns, where the jobs' runs keep theirs)
 #   UI_APP                    "basic-auth" turns on MLflow's basic-auth app; it then needs
-#                             MLFLOW_AUTH_ADMIN_PASSWORD and MLFLOW_FLASK_SERVER_SECRET_KEY in the
-#                             environment (see README, "Security").
+#                             MLFLOW_AUTH_ADMIN_PASSWORD (first start) and
+#                             MLFLOW_FLASK_SERVER_SECRET_KEY in the environment, and reads
+#                             MLFLOW_AUTH_CONFIG_PATH (default conf/mlflow-auth.ini).
 #   UI_WORKERS                server worker processes (default 1)
 #   UI_ALLOWED_HOSTS          extra Host headers to accept, e.g. mlflow.example.com (MLflow's
 #                             DNS-rebinding guard allows localhost and private IPs by default)
@@ -63,6 +64,8 @@ case "$UI_APP" in
     [ -n "${MLFLOW_FLASK_SERVER_SECRET_KEY:-}" ] \
       || die "UI_APP=basic-auth needs MLFLOW_FLASK_SERVER_SECRET_KEY (e.g. export" \
              "MLFLOW_FLASK_SERVER_SECRET_KEY=\$(openssl rand -hex 32))"
+    # Users and permissions live where conf/mlflow-auth.ini says (no secret in it).
+    export MLFLOW_AUTH_CONFIG_PATH=${MLFLOW_AUTH_CONFIG_PATH:-$repo/conf/mlflow-auth.ini}
     args+=(--app-name basic-auth) ;;
   *) die "UI_APP must be empty or basic-auth, got '$UI_APP'" ;;
 esac
