@@ -1,0 +1,170 @@
+"""The data path of a rank: Petastorm reads its shard of a pinned Delta version.
+
+Petastorm gets the exact Parquet files of the version (never the table
+directory, which also holds files of other versions) and shards them by row
+group: rank r reads the row groups that fall to shard r. Shards differ in size,
+yet every rank must run the same number of steps or Horovod's collectives
+stall; so each epoch every rank takes exactly `steps_per_epoch` batches from a
+reader that repeats its shard as often as needed (`num_epochs=None`).
+
+Rows are filtered (split, usable label) and turned into arrays on whole row
+groups at once with numpy; there is no per-row Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pipeline.errors import TrainingError
+from pipeline.train.preprocess import Preprocessor, as_strings
+
+_logger = logging.getLogger(__name__)
+
+SPLIT = "split"
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReaderSpec:
+    """What every rank needs to open its shard of one table version."""
+
+    files: list[str]  # URIs of the version's Parquet files
+    columns: list[str]  # the only columns read: features, label, split
+    row_groups: int  # in all files; Petastorm shards by row group
+    pool: str = "dummy"  # 'dummy' reads in the calling thread: deterministic order
+    pool_workers: int = 1
+
+
+def file_uris(paths: list[str]) -> list[str]:
+    """Petastorm wants URLs of one scheme; Delta lists local files as plain paths."""
+    return [p if "://" in p else "file://" + os.path.abspath(p) for p in paths]
+
+
+def count_row_groups(uris: list[str]) -> int:
+    """Row groups in all files, from the Parquet footers (a few bytes per file)."""
+    total = 0
+    for uri in uris:
+        fs, path = pafs.FileSystem.from_uri(uri)
+        with fs.open_input_file(path) as handle:
+            total += pq.ParquetFile(handle).metadata.num_row_groups
+    return total
+
+
+def steps_per_epoch(usable_train_rows: int, batch_size: int, world_size: int) -> int:
+    """Steps each rank runs per epoch: one pass over the train rows across all ranks."""
+    return max(1, math.ceil(usable_train_rows / (batch_size * world_size)))
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A different, reproducible shuffle every epoch (numpy seeds must fit in 32 bits)."""
+    return (seed * 1_000_003 + epoch) % (2**32)
+
+
+def open_reader(
+    spec: ReaderSpec, *, rank: int, size: int, seed: int, num_epochs: int | None
+) -> Any:
+    """A Petastorm batch reader over this rank's shard, shuffled by `seed`."""
+    from petastorm import make_batch_reader
+    from petastorm.errors import NoDataAvailableError
+
+    # Petastorm drives pyarrow's legacy dataset API, which warns on every use.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm\..*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"petastorm\..*")
+    try:
+        return make_batch_reader(
+            spec.files,
+            schema_fields=spec.columns,
+            reader_pool_type=spec.pool,
+            workers_count=spec.pool_workers,
+            seed=seed,
+            shuffle_rows=True,
+            shuffle_row_groups=True,
+            num_epochs=num_epochs,
+            cur_shard=rank,
+            shard_count=size,
+        )
+    except NoDataAvailableError as exc:
+        raise TrainingError(
+            f"the table version has {spec.row_groups} Parquet row group(s) but {size} ranks: "
+            "Petastorm shards by row group, so some rank would get no data. Re-ingest with "
+            f"more row groups (lake.min_row_groups >= {size}, or a smaller lake.row_group_rows) "
+            "or lower train.workers"
+        ) from exc
+
+
+def select_rows(pre: Preprocessor, columns: Mapping[str, Any], split: str) -> Batch:
+    """Model inputs and targets of the rows of `split` that the task can use.
+
+    For anomaly detection ranks train and validate on normal rows only.
+    """
+    targets, keep = pre.label_targets(columns[pre.label.name])
+    keep &= as_strings(columns[SPLIT]) == split
+    if pre.label.task == "anomaly":
+        keep &= targets == 0
+    picked = {name: np.asarray(columns[name])[keep] for name in pre.feature_names}
+    return pre.transform(picked), targets[keep]
+
+
+def _columns(chunk: Any) -> Mapping[str, Any]:
+    return chunk._asdict()
+
+
+def train_batches(
+    spec: ReaderSpec,
+    pre: Preprocessor,
+    *,
+    rank: int,
+    size: int,
+    seed: int,
+    batch_size: int,
+    steps: int,
+) -> Iterator[Batch]:
+    """Exactly `steps` full batches of train rows from this rank's shard."""
+    pending_x: np.ndarray | None = None
+    pending_y: np.ndarray | None = None
+    emitted = empty_reads = 0
+    with open_reader(spec, rank=rank, size=size, seed=seed, num_epochs=None) as reader:
+        for chunk in reader:
+            x, y = select_rows(pre, _columns(chunk), "train")
+            # An infinite reader over a shard without a single train row would never
+            # yield; after a full pass of empty row groups, stop and say why.
+            empty_reads = empty_reads + 1 if len(x) == 0 else 0
+            if empty_reads > spec.row_groups:
+                raise TrainingError(
+                    f"rank {rank}'s shard of the table holds no usable train rows, so it can "
+                    "never fill a batch. Re-ingest with smaller row groups "
+                    "(lake.row_group_rows) so every shard mixes splits, or lower train.workers"
+                )
+            if pending_x is not None and pending_y is not None and len(pending_x):
+                x, y = np.concatenate([pending_x, x]), np.concatenate([pending_y, y])
+            full = len(x) // batch_size
+            for i in range(full):
+                yield (
+                    x[i * batch_size : (i + 1) * batch_size],
+                    y[i * batch_size : (i + 1) * batch_size],
+                )
+                emitted += 1
+                if emitted == steps:
+                    return
+            pending_x, pending_y = x[full * batch_size :], y[full * batch_size :]
+
+
+def eval_batches(
+    spec: ReaderSpec, pre: Preprocessor, *, rank: int, size: int, split: str, batch_size: int
+) -> Iterator[Batch]:
+    """One pass over the rows of `split` in this rank's shard, in batches of <= batch_size."""
+    with open_reader(spec, rank=rank, size=size, seed=0, num_epochs=1) as reader:
+        for chunk in reader:
+            x, y = select_rows(pre, _columns(chunk), split)
+            for start in range(0, len(x), batch_size):
+                yield x[start : start + batch_size], y[start : start + batch_size]

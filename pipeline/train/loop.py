@@ -1,0 +1,393 @@
+"""The training loop every Horovod rank runs (a Spark task's process, or the driver alone).
+
+Horovod recipe: a DistributedOptimizer averages gradients across ranks;
+optimizer state and parameters start from rank 0's; the learning rate is
+scaled by the number of ranks after a linear warmup. Validation sums are
+allreduced so every rank sees the same metrics, and therefore takes the same
+early-stopping and NaN decisions: a rank never leaves the others waiting in a
+collective. Only rank 0 logs progress, writes checkpoints and talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import build_model
+from pipeline.config import TrainConfig
+from pipeline.errors import SparktrainError, TrainingError
+from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
+from pipeline.train.preprocess import Preprocessor
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankSpec:
+    """Everything a rank needs; pickled to Spark tasks by horovod.spark.run."""
+
+    reader: ReaderSpec
+    preprocessor: str  # Preprocessor JSON
+    family: str
+    model_config: dict[str, Any]
+    train: TrainConfig
+    steps_per_epoch: int
+    checkpoint_path: str
+    resume: bool
+    run_id: str
+    table_version: int
+    tracking_uri: str
+    log_level: str = "INFO"
+
+
+@dataclass
+class _Progress:
+    """What a checkpoint carries besides model and optimizer state."""
+
+    epochs_done: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+
+def train_rank(spec: RankSpec) -> dict[str, Any]:
+    """Train on this rank's shard. Returns errors the user can fix as data, so every rank
+    ends cleanly and the driver can raise them with their message intact."""
+    if not logging.getLogger().handlers:  # a fresh rank process: log to stderr like the job
+        from pipeline.logs import setup_logging
+
+        setup_logging(spec.log_level)
+    import horovod.torch as hvd
+
+    hvd.init()
+    threads = torch.get_num_threads()
+    try:
+        return _Trainer(spec).run()
+    except SparktrainError as exc:
+        _logger.error("rank %d stopped: %s", hvd.rank(), exc)
+        return {"rank": hvd.rank(), "error": str(exc), "error_type": type(exc).__name__}
+    finally:
+        torch.set_num_threads(threads)
+        hvd.shutdown()
+
+
+def pick_device(use_gpu: bool, local_rank: int) -> torch.device:
+    """The CPU, or the GPU Spark assigned to this task (else the local rank's GPU)."""
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainingError(
+            "train.use_gpu=true but torch sees no CUDA device in this rank; install a CUDA "
+            "build of torch on the GPU nodes and set spark.executor.resource.gpu.amount and "
+            "spark.task.resource.gpu.amount, or set train.use_gpu=false"
+        )
+    try:
+        from horovod.spark.task import get_available_devices
+
+        assigned = [str(d) for d in get_available_devices()]
+    except Exception:  # not running as a Spark task (in-process) or no resources set
+        assigned = []
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d]
+    if assigned:
+        # Spark's addresses are physical ids; CUDA_VISIBLE_DEVICES renumbers them from 0.
+        index = visible.index(assigned[0]) if assigned[0] in visible else int(assigned[0])
+    else:
+        index = local_rank % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+class _Trainer:
+    def __init__(self, spec: RankSpec) -> None:
+        import horovod.torch as hvd
+
+        self.hvd = hvd
+        self.spec = spec
+        self.cfg = spec.train
+        self.rank, self.size = hvd.rank(), hvd.size()
+        self.device = pick_device(self.cfg.use_gpu, hvd.local_rank())
+        self.amp = self.device.type == "cuda" and self.cfg.mixed_precision
+        # Ranks on one machine share its cores; oversubscribing them slows every rank.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // hvd.local_size()))
+        torch.manual_seed(self.cfg.seed)
+        np.random.seed(self.cfg.seed % 2**32)
+        random.seed(self.cfg.seed)
+        self.pre = Preprocessor.from_json(spec.preprocessor)
+        self.task = self.pre.label.task
+        self.model: nn.Module = build_model(spec.family, spec.model_config).to(self.device)
+        params = self.model.parameters()
+        base: torch.optim.Optimizer
+        if self.cfg.optimizer == "sgd":
+            base = torch.optim.SGD(
+                params, lr=self.cfg.lr, momentum=0.9, weight_decay=self.cfg.weight_decay
+            )
+        else:
+            base = torch.optim.Adam(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        compression = hvd.Compression.fp16 if self.cfg.fp16_allreduce else hvd.Compression.none
+        self.optimizer = hvd.DistributedOptimizer(
+            base, named_parameters=self.model.named_parameters(), compression=compression
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.progress = _Progress()
+        self.best_state: dict[str, torch.Tensor] | None = None
+        if spec.resume:
+            self._restore()
+        # Optimizer state first: Horovod initialises empty state with a zero-gradient step,
+        # which weight decay turns into a parameter change that the broadcast below undoes.
+        hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
+        hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+        self.tracker = _MetricLogger(spec) if self.rank == 0 else None
+
+    # ------------------------------------------------------------ resume
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.spec.checkpoint_path) if self.rank == 0 else None
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.best_state = state["best_state"]
+        shared = self.hvd.broadcast_object(
+            None if state is None else {"progress": state["progress"], "rng": state["rng"]},
+            root_rank=0,
+        )
+        self.progress = _Progress(**shared["progress"])
+        if len(shared["rng"]) == self.size:
+            set_rng_state(shared["rng"][self.rank])
+        elif self.rank == 0:
+            _logger.warning(
+                "checkpoint was written by %d ranks, now %d: RNG states not restored",
+                len(shared["rng"]),
+                self.size,
+            )
+        if self.rank == 0:
+            _logger.info(
+                "resuming after epoch %d of %d", self.progress.epochs_done, self.cfg.epochs
+            )
+
+    # ------------------------------------------------------------ steps
+
+    def _lr(self, epoch: int, step: int) -> float:
+        """Base LR scaled by the number of ranks, reached linearly over the warmup epochs."""
+        target = self.cfg.lr * self.size
+        warmup_steps = self.cfg.warmup_epochs * self.spec.steps_per_epoch
+        done = epoch * self.spec.steps_per_epoch + step
+        if warmup_steps == 0 or done >= warmup_steps:
+            return target
+        return self.cfg.lr + (target - self.cfg.lr) * done / warmup_steps
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        out = self.model(x)
+        if self.task == "classification":
+            return F.cross_entropy(out.float(), y.long(), reduction=reduction)
+        if self.task == "regression":
+            return F.mse_loss(out.float().reshape(-1), y, reduction=reduction)
+        per_row = ((out.float() - x.float()) ** 2).mean(dim=1)  # reconstruction error
+        return per_row.mean() if reduction == "mean" else per_row.sum()
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.optimizer.zero_grad()
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = self._loss(x, y)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            # Horovod + AMP: allreduce the scaled gradients, unscale, then step without
+            # a second synchronisation (horovod docs, "Mixed precision").
+            self.scaler.scale(loss).backward()
+            self.optimizer.synchronize()
+            self.scaler.unscale_(self.optimizer)
+            with self.optimizer.skip_synchronize():
+                self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return float(loss.item())
+
+    def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (
+            torch.from_numpy(x).to(self.device, non_blocking=True),
+            torch.from_numpy(y).to(self.device, non_blocking=True),
+        )
+
+    def _allreduce(self, values: list[float], name: str) -> list[float]:
+        total = self.hvd.allreduce(
+            torch.tensor(values, dtype=torch.float64), op=self.hvd.Sum, name=name
+        )
+        return [float(v) for v in total]
+
+    # ------------------------------------------------------------ epochs
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """(mean train loss across ranks, rows across ranks, seconds)."""
+        self.model.train()
+        started = time.perf_counter()
+        loss_sum = rows = 0.0
+        batches = train_batches(
+            self.spec.reader,
+            self.pre,
+            rank=self.rank,
+            size=self.size,
+            seed=epoch_seed(self.cfg.seed, epoch),
+            batch_size=self.cfg.batch_size,
+            steps=self.spec.steps_per_epoch,
+        )
+        for step, (x, y) in enumerate(batches):
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr(epoch, step)
+            loss_sum += self._step(*self._tensors(x, y)) * len(x)
+            rows += len(x)
+        seconds = time.perf_counter() - started
+        loss_sum, rows = self._allreduce([loss_sum, rows], f"train.{epoch}")
+        return loss_sum / max(rows, 1.0), rows, seconds
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """Validation metrics over every rank's shard, summed then divided: a true mean."""
+        self.model.eval()
+        loss_sum = rows = correct = 0.0
+        with torch.no_grad():
+            for xb, yb in eval_batches(
+                self.spec.reader,
+                self.pre,
+                rank=self.rank,
+                size=self.size,
+                split="val",
+                batch_size=self.cfg.eval_batch_size,
+            ):
+                x, y = self._tensors(xb, yb)
+                loss_sum += float(self._loss(x, y, reduction="sum").item())
+                rows += len(xb)
+                if self.task == "classification":
+                    correct += float((self.model(x).argmax(dim=1) == y).sum().item())
+        loss_sum, rows, correct = self._allreduce([loss_sum, rows, correct], f"val.{epoch}")
+        if rows == 0:
+            raise TrainingError("no rank read a usable validation row; check the val split")
+        metrics = {"val_loss": loss_sum / rows}
+        if self.task == "classification":
+            metrics["val_accuracy"] = correct / rows
+        elif self.task == "regression":
+            # the loss is MSE of standardised values; RMSE in the label's units
+            metrics["val_rmse"] = math.sqrt(loss_sum / rows) * self.pre.label.std
+        return metrics
+
+    def run(self) -> dict[str, Any]:
+        p, cfg = self.progress, self.cfg
+        train_seconds = sum(h["epoch_seconds"] for h in p.history)
+        train_rows = sum(h["samples_per_sec"] * h["epoch_seconds"] for h in p.history)
+        for epoch in range(p.epochs_done, cfg.epochs):
+            if p.stopped_early:
+                break
+            train_loss, rows, seconds = self._train_epoch(epoch)
+            if not math.isfinite(train_loss):
+                raise TrainingError(
+                    f"the training loss became {train_loss} in epoch {epoch + 1}: training "
+                    f"diverged. Lower train.lr (now {cfg.lr}), check the features for extreme "
+                    "values, or try train.optimizer=adam"
+                )
+            record = {
+                "epoch": float(epoch),
+                "train_loss": train_loss,
+                **self._validate(epoch),
+                "samples_per_sec": rows / max(seconds, 1e-9),
+                "epoch_seconds": seconds,
+                "lr": self._lr(epoch, self.spec.steps_per_epoch),
+            }
+            train_seconds += seconds
+            train_rows += rows
+            p.history.append(record)
+            p.epochs_done = epoch + 1
+            if record["val_loss"] < p.best_val_loss - cfg.early_stopping_min_delta:
+                p.best_val_loss, p.best_epoch, p.bad_epochs = record["val_loss"], epoch, 0
+                if self.rank == 0:
+                    self.best_state = {
+                        k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                    }
+            else:
+                p.bad_epochs += 1
+            patience = cfg.early_stopping_patience
+            # Every rank computed the same allreduced val_loss; rank 0's word makes it certain.
+            p.stopped_early = bool(
+                self.hvd.broadcast_object(patience > 0 and p.bad_epochs >= patience, root_rank=0)
+            )
+            rngs = self.hvd.allgather_object(rng_state())
+            if self.rank == 0:
+                self._checkpoint(rngs)
+                self._report(record, train_seconds)
+        if self.rank != 0:
+            return {"rank": self.rank}
+        buffer = io.BytesIO()
+        torch.save(self.best_state, buffer)
+        return {
+            "rank": 0,
+            "history": p.history,
+            "epochs_run": p.epochs_done,
+            "best_epoch": p.best_epoch,
+            "stopped_early": p.stopped_early,
+            "samples_per_sec": train_rows / max(train_seconds, 1e-9),
+            "state": buffer.getvalue(),
+        }
+
+    def _checkpoint(self, rngs: list[dict[str, Any]]) -> None:
+        save_checkpoint(
+            self.spec.checkpoint_path,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "best_state": self.best_state,
+                "progress": vars(self.progress),
+                "rng": rngs,
+                "run_id": self.spec.run_id,
+                "table_version": self.spec.table_version,
+            },
+        )
+
+    def _report(self, record: dict[str, float], train_seconds: float) -> None:
+        p = self.progress
+        per_epoch = train_seconds / max(len(p.history), 1)
+        eta = per_epoch * (self.cfg.epochs - p.epochs_done) if not p.stopped_early else 0.0
+        shown = " ".join(
+            f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))
+        )
+        _logger.info(
+            "epoch %d/%d: %s | %.0f samples/s | ETA %s%s",
+            p.epochs_done,
+            self.cfg.epochs,
+            shown,
+            record["samples_per_sec"],
+            time.strftime("%H:%M:%S", time.gmtime(eta)),
+            " | early stop: no val_loss improvement" if p.stopped_early else "",
+        )
+        assert self.tracker is not None
+        self.tracker.log(record)
+
+
+class _MetricLogger:
+    """Rank 0's live per-epoch metrics in the job's MLflow run."""
+
+    def __init__(self, spec: RankSpec) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=spec.tracking_uri)
+        self.run_id = spec.run_id
+
+    def log(self, record: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        step, now = int(record["epoch"]), int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v in record.items() if k != "epoch"]
+        try:
+            self.client.log_batch(self.run_id, metrics=metrics)
+        except Exception as exc:  # a tracking hiccup must not kill hours of training
+            _logger.warning("could not log epoch %d metrics to MLflow: %s", step, exc)

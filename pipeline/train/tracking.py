@@ -1,0 +1,169 @@
+"""MLflow for the training job: store check, the run, lineage, plots and the logged model.
+
+All of this runs on the driver; rank 0 only logs per-epoch metrics (loop.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from matplotlib.figure import Figure
+from mlflow.data.delta_dataset_source import DeltaDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import TrackingConfig
+from pipeline.errors import TrackingError
+from pipeline.lake.read import Snapshot
+from pipeline.train.fit import SplitCounts
+from pipeline.train.serving import ARTIFACT_NAME, Scorer
+
+_logger = logging.getLogger(__name__)
+
+# The logged model carries its own code (pipeline/ and models/) so a process
+# without this project installed can load it.
+_CODE_PATHS = [
+    str(Path(__file__).resolve().parents[1]),
+    str(Path(__file__).resolve().parents[2] / "models"),
+]
+# MLflow "models from code": the model is built by running this file, not unpickled.
+_MODEL_CODE = str(Path(__file__).with_name("model_code.py"))
+_REQUIREMENTS = ("torch", "numpy", "pandas", "pyarrow", "mlflow", "scikit-learn")
+
+
+def absolute_uri(uri: str) -> str:
+    """A relative SQLite path made absolute, so ranks in other working directories find it."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + os.path.abspath(uri[len(prefix) :])
+    return uri
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def check_tracking_store(uri: str, timeout_s: float) -> None:
+    """Fail fast, before any training, when the tracking store cannot be used."""
+    # MLflow retries HTTP calls for minutes by default; one short try is the check.
+    with _environment(
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        MLFLOW_HTTP_REQUEST_TIMEOUT=str(max(1, int(timeout_s))),
+    ):
+        try:
+            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise TrackingError(
+                f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {reason}). "
+                "Training was not started. Start the server (make ui), or point tracking.uri / "
+                "MLFLOW_TRACKING_URI at a reachable store, e.g. tracking.uri=sqlite:///mlflow.db"
+            ) from exc
+
+
+def start_run(cfg: TrackingConfig, uri: str, resume_run_id: str | None) -> mlflow.ActiveRun:
+    """The job's one run: a new one, or the checkpoint's run when resuming."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if resume_run_id:
+        try:
+            return mlflow.start_run(run_id=resume_run_id)
+        except Exception as exc:
+            raise TrackingError(
+                f"cannot resume MLflow run {resume_run_id} from the checkpoint ({exc}); was it "
+                "deleted, or is tracking.uri another store? Train without train.resume"
+            ) from exc
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else mlflow.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)
+    )
+    return mlflow.start_run(experiment_id=experiment_id, run_name=cfg.run_name)
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """The flattened config as params. MLflow allows only some characters in names (config
+    maps such as data.rename have free-text keys) and 6000 characters per value."""
+    mlflow.log_params({re.sub(r"[^\w\-. :/]", "_", k): str(v)[:6000] for k, v in params.items()})
+
+
+def log_lineage(table: str, snap: Snapshot, counts: SplitCounts) -> None:
+    """Tags and a dataset input that name the exact Delta version trained on."""
+    digest = hashlib.sha256("\n".join(sorted(snap.files)).encode()).hexdigest()[:16]
+    rows = {f"rows_{split}": str(n) for split, n in counts.rows.items()}
+    mlflow.set_tags(
+        {
+            "data.table": table,
+            "data.table_path": snap.path,
+            "data.table_version": str(snap.version),
+            "data.files": str(len(snap.files)),
+            **{f"data.{k}": v for k, v in rows.items()},
+        }
+    )
+    source = DeltaDatasetSource(path=snap.path, delta_table_version=snap.version)
+    # MetaDataset names a source without materialising it (its stub marks `profile` abstract).
+    dataset = MetaDataset(source=source, name=f"{table}@v{snap.version}", digest=digest)  # type: ignore[abstract]
+    mlflow.log_input(
+        dataset,
+        context="training",
+        tags={"table_path": snap.path, "table_version": str(snap.version), **rows},
+    )
+
+
+def log_figure(figure: Figure, name: str) -> None:
+    import matplotlib.pyplot as plt
+
+    mlflow.log_figure(figure, f"plots/{name}")
+    plt.close(figure)
+
+
+def _requirements() -> list[str]:
+    """Pinned from this environment: skips MLflow's slow requirement inference."""
+    pins = []
+    for name in _REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={importlib_metadata.version(name)}")
+        except importlib_metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def log_scorer(scorer: Scorer, example: pd.DataFrame, model_metadata: dict[str, Any]) -> ModelInfo:
+    """Log the pyfunc (preprocessing + network) under the artifact name 'model'."""
+    signature: ModelSignature = infer_signature(example, scorer.predict(example))
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = scorer.save(Path(tmp) / "bundle")
+        return mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME,
+            python_model=_MODEL_CODE,
+            artifacts={"bundle": str(bundle)},
+            code_paths=_CODE_PATHS,
+            signature=signature,
+            input_example=example,
+            metadata=model_metadata,
+            pip_requirements=_requirements(),
+        )
