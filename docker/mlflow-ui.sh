@@ -9,7 +9,8 @@
 #   UI_BACKEND_STORE_URI      tracking + registry store. Default: $MLFLOW_TRACKING_URI when it
 #                             names a database, else sqlite:///<repo>/mlflow.db, the store the
 #                             jobs write to by default. PostgreSQL works by configuration alone:
-#                             UI_BACKEND_STORE_URI=postgresql://USER@HOST:5432/DB with the password
+#                             UI_BACKEND_STORE_URI=postgresql://USER@HOST:5432/DB (run through the
+#                             psycopg2 driver, postgresql+psycopg2://) with the password
 #                             in PGPASSWORD (libpq reads it), never in the URI or a file.
 #   UI_ARTIFACTS_DESTINATION  where the server stores artifacts it is sent over HTTP
 #                             (default <repo>/mlruns, where the jobs' runs keep theirs)
@@ -47,6 +48,12 @@ fi
 case "$UI_BACKEND_STORE_URI" in
   *://*:*@*) die "UI_BACKEND_STORE_URI carries a password: remove it from the URI and export" \
                  "it as PGPASSWORD (PostgreSQL) instead, so it never shows in 'ps' or logs" ;;
+esac
+# SQLAlchemy 2.1 maps a bare postgresql:// to the psycopg 3 driver; the project ships
+# psycopg2 (psycopg2-binary), so name that driver explicitly.
+case "$UI_BACKEND_STORE_URI" in
+  postgresql://*|postgres://*)
+    UI_BACKEND_STORE_URI="postgresql+psycopg2://${UI_BACKEND_STORE_URI#*://}" ;;
 esac
 UI_ARTIFACTS_DESTINATION=${UI_ARTIFACTS_DESTINATION:-$repo/mlruns}
 case "$UI_ARTIFACTS_DESTINATION" in

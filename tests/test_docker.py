@@ -311,7 +311,7 @@ def test_compose_mlflow_uses_postgres_and_a_served_artifact_volume() -> None:
     destination = flag(cmd, "artifacts-destination")
     assert any(v.split(":")[1] == destination for v in mlflow["volumes"]), destination
     store = mlflow["environment"]["MLFLOW_BACKEND_STORE_URI"]
-    assert store.startswith("postgresql://")
+    assert store.startswith("postgresql+psycopg2://")  # the driver the image has
     assert "@postgres:5432/" in store
     pg = services["postgres"]["environment"]
     assert "${POSTGRES_USER:-mlflow}" in store

@@ -130,6 +130,21 @@ def wait_for_http(url: str, *, timeout_s: float, process: ServiceProcess | None 
     )
 
 
+class StopsOnExit:
+    """`with service:` stops it on the way out, whatever happened inside."""
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 # ---------------------------------------------------------------- MLflow server
 
 
@@ -158,7 +173,7 @@ class MlflowUiSettings:
 
 
 @dataclass
-class MlflowUi:
+class MlflowUi(StopsOnExit):
     """A running MLflow server started through `docker/mlflow-ui.sh`."""
 
     settings: MlflowUiSettings
@@ -173,14 +188,6 @@ class MlflowUi:
 
     def __enter__(self) -> MlflowUi:
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_mlflow_ui(
@@ -231,7 +238,7 @@ POSTGRES_MISSING = (
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(StopsOnExit):
     """A throwaway PostgreSQL cluster in a temporary directory, listening on 127.0.0.1 only.
 
     PostgreSQL refuses to run as root, so as root the server runs as the `postgres`
@@ -344,11 +351,3 @@ class PostgresServer:
 
     def __enter__(self) -> PostgresServer:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
