@@ -197,9 +197,19 @@ class TrainConfig:
     reader_workers: int = 1
     # Rows per forward pass when scoring validation/test data (no gradients kept).
     eval_batch_size: int = 1024
+    # Train rows a rank shuffles together across row groups (tables are often
+    # stored in label order, so one row group alone is a poor batch source).
+    shuffle_buffer_rows: int = 10_000
 
     def __post_init__(self) -> None:
-        for name in ("workers", "epochs", "batch_size", "eval_batch_size", "reader_workers"):
+        for name in (
+            "workers",
+            "epochs",
+            "batch_size",
+            "eval_batch_size",
+            "reader_workers",
+            "shuffle_buffer_rows",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(
                     f"train.{name} must be >= 1, got {getattr(self, name)}; e.g. train.{name}=2"

@@ -128,11 +128,21 @@ def train_batches(
     seed: int,
     batch_size: int,
     steps: int,
+    buffer_rows: int,
 ) -> Iterator[Batch]:
-    """Exactly `steps` full batches of train rows from this rank's shard."""
-    pending_x: np.ndarray | None = None
-    pending_y: np.ndarray | None = None
-    emitted = empty_reads = 0
+    """Exactly `steps` full batches of train rows from this rank's shard.
+
+    Petastorm shuffles row-group order and rows within a row group, but tables
+    are often written in label order (a folder per class), so one row group can
+    hold a single class. Rows therefore pass through a shuffle buffer of up to
+    `buffer_rows` rows that mixes many row groups; half of it is carried over
+    to mix with the next fill, and an epoch's last fill holds just the rows it needs.
+    """
+    rng = np.random.default_rng([seed, rank])
+    buffer_rows = max(buffer_rows, 2 * batch_size)
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    held = emitted = empty_reads = 0
     with open_reader(spec, rank=rank, size=size, seed=seed, num_epochs=None) as reader:
         for chunk in reader:
             x, y = select_rows(pre, _columns(chunk), "train")
@@ -145,18 +155,24 @@ def train_batches(
                     "never fill a batch. Re-ingest with smaller row groups "
                     "(lake.row_group_rows) so every shard mixes splits, or lower train.workers"
                 )
-            if pending_x is not None and pending_y is not None and len(pending_x):
-                x, y = np.concatenate([pending_x, x]), np.concatenate([pending_y, y])
-            full = len(x) // batch_size
-            for i in range(full):
-                yield (
-                    x[i * batch_size : (i + 1) * batch_size],
-                    y[i * batch_size : (i + 1) * batch_size],
-                )
-                emitted += 1
-                if emitted == steps:
-                    return
-            pending_x, pending_y = x[full * batch_size :], y[full * batch_size :]
+            xs.append(x)
+            ys.append(y)
+            held += len(x)
+            needed = (steps - emitted) * batch_size
+            if held < min(buffer_rows, needed):
+                continue
+            order = rng.permutation(held)
+            x, y = np.concatenate(xs)[order], np.concatenate(ys)[order]
+            carry = 0 if held >= needed else min(buffer_rows // 2, held - batch_size)
+            count = min((held - carry) // batch_size, steps - emitted)
+            for start in range(0, count * batch_size, batch_size):
+                yield x[start : start + batch_size], y[start : start + batch_size]
+            emitted += count
+            if emitted == steps:
+                return
+            xs, ys = [x[count * batch_size :]], [y[count * batch_size :]]
+            held = len(xs[0])
+    raise AssertionError("an infinite reader stopped")  # pragma: no cover
 
 
 def eval_batches(

@@ -243,6 +243,7 @@ class _Trainer:
             seed=epoch_seed(self.cfg.seed, epoch),
             batch_size=self.cfg.batch_size,
             steps=self.spec.steps_per_epoch,
+            buffer_rows=self.cfg.shuffle_buffer_rows,
         )
         for step, (x, y) in enumerate(batches):
             for group in self.optimizer.param_groups:

@@ -153,9 +153,11 @@ def _matrix(values: Any, feature: Feature) -> np.ndarray:
     np.stack joins in C.
     """
     array = np.asarray(values)
+    if len(array) == 0:
+        return np.zeros((0, feature.size), np.float32)
     if array.dtype == object:
         try:
-            array = np.stack(array.tolist()) if len(array) else np.zeros((0, feature.size))
+            array = np.stack(array.tolist())
         except ValueError as exc:
             raise DataError(
                 f"column '{feature.name}' must hold arrays of {feature.size} numbers in every "
