@@ -50,7 +50,7 @@ def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Cl
         rules.parse_check(),
         *extract_checks,
         *cast_checks,
-        *rules.value_checks(types, data, raw_of),
+        *rules.value_checks(types, data, raw_of, {c: rules.staged_name(c) for c in types}),
     ]
     judged = rules.apply_checks(typed, checks)
     raw_json = F.when(
@@ -84,7 +84,7 @@ def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Cla
         raise DataError("data.rules.ranges does not apply to image datasets; remove it")
     decode = rules.Check("decode", col("_decode_rule") == F.lit("decode"), col("_decode_reason"))
     layout = rules.Check("label", col("_decode_rule") == F.lit("label"), col("_decode_reason"))
-    checks = [decode, layout, *rules.value_checks(types, data, {})]
+    checks = [decode, layout, *rules.value_checks(types, data)]
     judged = rules.apply_checks(decoded, checks)
     key = split_key([col(c) for c in _key_columns(data, ["path"])])
     clean = list(types)

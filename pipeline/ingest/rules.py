@@ -42,6 +42,11 @@ def raw_ref(position: int) -> str:
     return f"__r{position}"
 
 
+def staged_name(clean: str) -> str:
+    """The column holding a value after the string steps, before its cast."""
+    return f"__s_{clean}"
+
+
 @dataclass(frozen=True)
 class Check:
     """A rule: the rows it rejects and why, in words."""
@@ -167,7 +172,7 @@ def stage_strings(
     """Trim, null sentinels, extract and case rules, on string values under their clean names.
 
     Keeps the raw columns (`__r<i>`, for the `raw` JSON) next to the staged
-    ones, which are named `__s_<clean>`.
+    ones (see `staged_name`).
     """
     rules = data.rules
     checks: list[Check] = []
@@ -193,7 +198,7 @@ def stage_strings(
             value = F.lower(value)
         if p.clean in rules.uppercase:
             value = F.upper(value)
-        staged.append(value.alias(f"__s_{p.clean}"))
+        staged.append(value.alias(staged_name(p.clean)))
     return df.select("*", *staged), checks
 
 
@@ -202,12 +207,12 @@ def cast_staged(df: DataFrame, plans: list[ColumnPlan]) -> tuple[DataFrame, list
     checks: list[Check] = []
     typed: list[Column] = []
     for p in plans:
-        staged = col(f"__s_{p.clean}")
+        staged = col(staged_name(p.clean))
         if p.dtype == "string":
             typed.append(staged.alias(p.clean))
             continue
         # try_cast: null on a bad value whatever spark.sql.ansi.enabled says.
-        value = F.expr(f"try_cast(`__s_{p.clean}` AS {p.dtype})")
+        value = F.expr(f"try_cast(`{staged_name(p.clean)}` AS {p.dtype})")
         typed.append(value.alias(p.clean))
         checks.append(
             Check(
@@ -223,12 +228,20 @@ def _literal(value: Any, dtype: str) -> Column:
     return F.lit(value).cast(dtype)
 
 
-def value_checks(columns: dict[str, str], data: DataConfig, raw_of: dict[str, str]) -> list[Check]:
+def value_checks(
+    columns: dict[str, str],
+    data: DataConfig,
+    raw_of: dict[str, str] | None = None,
+    staged_of: dict[str, str] | None = None,
+) -> list[Check]:
     """required, allowed and range checks on the typed clean columns.
 
-    `raw_of` maps a clean column to its raw column, to show the raw value in reasons.
+    `raw_of` maps a clean column to its raw column, to show the raw value in
+    reasons; `staged_of` to its cleaned string, so that "required" means
+    missing, not "did not cast" (the cast check reports that).
     """
     rules = data.rules
+    raw_of, staged_of = raw_of or {}, staged_of or {}
     checks: list[Check] = []
     for name in rules.required:
         raw = raw_of.get(name)
@@ -236,7 +249,7 @@ def value_checks(columns: dict[str, str], data: DataConfig, raw_of: dict[str, st
         checks.append(
             Check(
                 f"required:{name}",
-                col(name).isNull(),
+                col(staged_of.get(name, name)).isNull(),
                 _text(f"{name} is required but missing", shown),
             )
         )

@@ -13,6 +13,7 @@ mass, an impossible flipper length, or an unknown island.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -67,7 +68,7 @@ def _normal(key: Column, seed: int, salt: int) -> Column:
     return F.sqrt(F.lit(-2.0) * F.log(u1)) * F.cos(F.lit(2 * math.pi) * u2)
 
 
-def _by_species(species_index: Column, values: list[Column | str]) -> Column:
+def _by_species(species_index: Column, values: Sequence[Column | str]) -> Column:
     out = F.lit(values[-1]) if isinstance(values[-1], str) else values[-1]
     for i in range(len(values) - 2, -1, -1):
         value = F.lit(values[i]) if isinstance(values[i], str) else values[i]
