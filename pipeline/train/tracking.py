@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.data.delta_dataset_source import DeltaDatasetSource
@@ -152,8 +153,23 @@ def _requirements() -> list[str]:
     return pins
 
 
+def _as_double(example: pd.DataFrame) -> pd.DataFrame:
+    """float32 values (scalars or arrays) as float64. MLflow stores the input example as
+    JSON, whose numbers read back as doubles, and refuses to narrow them to a float32
+    signature; a double signature still accepts float32 input (widening is safe)."""
+    out = example.copy()
+    for name in out.columns:
+        column = out[name]
+        if column.dtype == np.float32:
+            out[name] = column.astype(np.float64)
+        elif column.dtype == object and len(column) and isinstance(column.iloc[0], np.ndarray):
+            out[name] = [np.asarray(v, dtype=np.float64) for v in column]  # a few example rows
+    return out
+
+
 def log_scorer(scorer: Scorer, example: pd.DataFrame, model_metadata: dict[str, Any]) -> ModelInfo:
     """Log the pyfunc (preprocessing + network) under the artifact name 'model'."""
+    example = _as_double(example)
     signature: ModelSignature = infer_signature(example, scorer.predict(example))
     with tempfile.TemporaryDirectory() as tmp:
         bundle = scorer.save(Path(tmp) / "bundle")
