@@ -4,7 +4,8 @@ Every input row ends up in exactly one of three places, so
 `rows_in = rows_ok + rows_rejected + duplicates_dropped` holds by construction
 and is checked against the tables in tests:
 
-- the clean table: typed snake_case columns, `split`, `_source_file`, `_ingested_at`;
+- the clean table: typed snake_case columns, `split`, `_source_file`, `_ingested_at`,
+  rows in a hash order of their key (row groups mix classes; see `_mixed`);
 - the rejects table: `rule`, `reason`, `raw` (JSON of the raw values),
   `_source_file`, `_ingested_at`;
 - dropped as a duplicate (only with `data.rules.dedup_key`): a second row with
@@ -49,6 +50,7 @@ _logger = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ["rule", "reason", "raw", "_source_file", "_ingested_at"]
 APP_PREFIX = "sparktrain-ingest-"
+ROW_ORDER_SALT = "row-order"
 
 
 def rejects_table_name(table: str) -> str:
@@ -103,6 +105,19 @@ def _latest(path: str) -> int | None:
     return latest_version(path) if table_exists(path) else None
 
 
+def _mixed(ok: DataFrame, shuffled: bool) -> DataFrame:
+    """Rows in a pseudo-random but deterministic order, so each row group mixes classes.
+
+    Raw data often arrives grouped by label (a folder per class, a file sorted
+    by species); Petastorm reads whole row groups, so grouped rows make
+    single-class batches. Rows not yet spread by the dedup shuffle are spread
+    by key first; then each task sorts by a hash of the key.
+    """
+    if not shuffled:
+        ok = ok.repartition(col("_split_key"))
+    return ok.sortWithinPartitions(F.xxhash64(col("_split_key"), F.lit(ROW_ORDER_SALT)))
+
+
 def _ingest(
     cfg: Config,
     spark: SparkSession,
@@ -133,7 +148,7 @@ def _ingest(
             seen = read_table(spark, rejects_path).select(F.col("raw").alias("_raw"))
             rejected = drop_seen(rejected, seen, ["_raw"])
     now = F.lit(dt.datetime.now(dt.UTC)).cast("timestamp").alias("_ingested_at")
-    clean = assign_split(ok, "_split_key", data.split).select(
+    clean = assign_split(_mixed(ok, shuffled=bool(key)), "_split_key", data.split).select(
         *[col(c) for c in columns], "split", "_source_file", now
     )
     rejects = rejected.select(
