@@ -151,8 +151,9 @@ def _done_keys(spark: SparkSession, path: str, ref: ModelRef, keys: list[str]) -
 
 
 def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
-    client = MlflowClient(tracking_uri=cfg.tracking.tracking_uri(),
-                          registry_uri=cfg.tracking.tracking_uri())
+    client = MlflowClient(
+        tracking_uri=cfg.tracking.tracking_uri(), registry_uri=cfg.tracking.tracking_uri()
+    )
     mlflow.set_tracking_uri(cfg.tracking.tracking_uri())
     mlflow.set_registry_uri(cfg.tracking.tracking_uri())
     model_uri = cfg.infer.model_uri or default_model_uri(cfg.model.name, cfg.tracking.alias)
@@ -185,10 +186,24 @@ def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
     done_version = transaction_version(output_path, aid)
     if done_version is not None and done_version >= snap.version:
         _logger.info("%s already scored input version %d; nothing to do", aid, snap.version)
-        return _result(output_path, errors_path, 0, 0, 0, ref, input_path, snap.version, True)
+        return _result(
+            output_path,
+            errors_path,
+            -1,
+            0,
+            0,
+            ref,
+            input_path,
+            snap.version,
+            True,
+            snap.num_rows or 0,
+        )
 
     todo = rows
-    for done in (_done_keys(spark, output_path, ref, keys), _done_keys(spark, errors_path, ref, keys)):
+    for done in (
+        _done_keys(spark, output_path, ref, keys),
+        _done_keys(spark, errors_path, ref, keys),
+    ):
         if done is not None:
             todo = todo.join(done, on=keys, how="left_anti")
 
@@ -204,8 +219,9 @@ def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
         todo.select(
             *keys,
             F.to_json(F.struct(*model.features)).alias("_raw"),
-            scored_struct(os.path.basename(model.local_dir), model.features, model.outputs)
-            .alias("_r"),
+            scored_struct(os.path.basename(model.local_dir), model.features, model.outputs).alias(
+                "_r"
+            ),
         )
         .select(*keys, "_raw", "_r.*", *lineage)
         .persist()
@@ -213,45 +229,92 @@ def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
     try:
         ok = scored.where(F.col(ERROR_COLUMN).isNull()).select(*keys, *outputs, *LINEAGE_COLUMNS)
         bad = scored.where(F.col(ERROR_COLUMN).isNotNull()).select(
-            *keys, F.col(ERROR_COLUMN).alias("error"), F.col("_raw").alias("raw"),
+            *keys,
+            F.col(ERROR_COLUMN).alias("error"),
+            F.col("_raw").alias("raw"),
             *LINEAGE_COLUMNS,
         )
         n_ok, n_bad = ok.count(), bad.count()
-        skipped_before = snap.num_rows - (n_ok + n_bad) if not cfg.infer.split else 0
+        # rows this model version had already scored (or failed) in earlier runs
+        rows_in = rows.count() if cfg.infer.split else (snap.num_rows or 0)
+        skipped_before = rows_in - (n_ok + n_bad)
         # Errors first: if the job dies between the two commits, the retry finds
         # the error rows done and scores only the rest.
-        version = _commit(spark, cfg, bad, errors_path, aid, snap.version, n_bad)
+        _commit(spark, cfg, bad, errors_path, aid, snap.version, n_bad)
         version = _commit(spark, cfg, ok, output_path, aid, snap.version, n_ok, force=True)
     finally:
         scored.unpersist()
     _logger.info("scored %d rows, %d errors, with %s", n_ok, n_bad, ref.uri)
-    return _result(output_path, errors_path, version, n_ok, n_bad, ref, input_path, snap.version,
-                   False, max(skipped_before, 0))
+    return _result(
+        output_path,
+        errors_path,
+        version,
+        n_ok,
+        n_bad,
+        ref,
+        input_path,
+        snap.version,
+        False,
+        max(skipped_before, 0),
+    )
 
 
-def _commit(spark: SparkSession, cfg: Config, df: DataFrame, path: str, aid: str, version: int,
-            rows: int, force: bool = False) -> int:
+def _commit(
+    spark: SparkSession,
+    cfg: Config,
+    df: DataFrame,
+    path: str,
+    aid: str,
+    version: int,
+    rows: int,
+    force: bool = False,
+) -> int:
     """Append `df` under the app transaction; returns the table version (-1 if none)."""
     if rows == 0 and not force:
         return -1
     if rows == 0 and not table_exists(path):
         return -1
-    prepared = prepare_write(spark, df, path, cfg.lake, mode="append", app_id=aid,
-                             app_version=version, min_row_groups=1,
-                             description=f"batch inference {aid} input v{version}")
+    prepared = prepare_write(
+        spark,
+        df,
+        path,
+        cfg.lake,
+        mode="append",
+        app_id=aid,
+        app_version=version,
+        min_row_groups=1,
+        description=f"batch inference {aid} input v{version}",
+    )
     return prepared.commit().version
 
 
-def _result(output: str, errors: str, version: int, n_ok: int, n_bad: int, ref: ModelRef,
-            input_path: str, input_version: int, skipped: bool,
-            rows_skipped: int = 0) -> InferenceResult:
+def _result(
+    output: str,
+    errors: str,
+    version: int,
+    n_ok: int,
+    n_bad: int,
+    ref: ModelRef,
+    input_path: str,
+    input_version: int,
+    skipped: bool,
+    rows_skipped: int = 0,
+) -> InferenceResult:
     if version < 0 and table_exists(output):
         from pipeline.lake import latest_version
 
         version = latest_version(output)
     return InferenceResult(
-        output_table=output, errors_table=errors, version=version, rows_scored=n_ok,
-        rows_failed=n_bad, rows_skipped=rows_skipped, model_name=ref.name,
-        model_version=ref.version, model_uri=ref.uri, input_table=input_path,
-        input_version=input_version, skipped=skipped,
+        output_table=output,
+        errors_table=errors,
+        version=version,
+        rows_scored=n_ok,
+        rows_failed=n_bad,
+        rows_skipped=rows_skipped,
+        model_name=ref.name,
+        model_version=ref.version,
+        model_uri=ref.uri,
+        input_table=input_path,
+        input_version=input_version,
+        skipped=skipped,
     )

@@ -44,7 +44,8 @@ def resolve(client: MlflowClient, model_uri: str) -> ModelRef:
     if not (by_alias or by_version):
         raise InferenceError(
             f"infer.model_uri '{model_uri}' is not a registered model URI; use "
-            "models:/<name>@<alias> (e.g. models:/penguins-mlp@champion) or models:/<name>/<version>"
+            "models:/<name>@<alias> (e.g. models:/penguins-mlp@champion) "
+            "or models:/<name>/<version>"
         )
     name = (by_alias or by_version).group("name")  # type: ignore[union-attr]
     try:

@@ -110,7 +110,7 @@ def scoring_udf(
         for batch in batches:
             yield score_frame(model.predict, batch[features], names)
 
-    return score  # type: ignore[no-any-return]
+    return score
 
 
 def scored_struct(model_dir: str, features: list[str], outputs: list[tuple[str, str]]) -> Column:
