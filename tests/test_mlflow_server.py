@@ -133,7 +133,7 @@ def test_training_over_http_is_visible_through_the_rest_api(
     assert {"MLmodel", "input_example.json"} <= files, files
     mlmodel = rest.request(
         f"/ajax-api/2.0/mlflow/logged-models/{model_id}/artifacts/files",
-        artifact_file_path="MLmodel",
+        {"artifact_file_path": "MLmodel"},
     )
     assert mlmodel.status == 200
     assert b"python_function" in mlmodel.body

@@ -189,11 +189,11 @@ def test_basic_auth_app_turns_away_anonymous_requests(
     with start_mlflow_ui(settings, log_path=tmp_path / "ui.log", extra_env=secrets_env) as ui:
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-        anonymous = MlflowRest(ui.url).request("/api/2.0/mlflow/experiments/search", max_results=5)
-        assert anonymous.status == 401
+        search = "/api/2.0/mlflow/experiments/search"
+        assert MlflowRest(ui.url).request(search, {"max_results": 5}).status == 401
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
-        assert MlflowRest(ui.url).request("/api/2.0/mlflow/experiments/search").status == 401
+        assert MlflowRest(ui.url).request(search).status == 401
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
         found = MlflowRest(ui.url).get("experiments/search", max_results=5)
         assert [e["name"] for e in found["experiments"]] == ["Default"]

@@ -1,4 +1,4 @@
-"""A small read-only client for an MLflow tracking server's REST API.
+"""A small read-only client for an MLflow tracking server's REST API (reads, and searches).
 
 It talks to `/api/2.0/mlflow/...` over plain HTTP (no MLflow client code), so a
 check made with it shows what any other client, or the UI, gets from the server.
@@ -13,6 +13,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class HttpAnswer:
 
 @dataclass(frozen=True)
 class MlflowRest:
-    """GET requests against `base_url`; basic-auth credentials come from the environment."""
+    """Requests against `base_url`; basic-auth credentials come from the environment."""
 
     base_url: str
     username_env: str = "MLFLOW_TRACKING_USERNAME"
@@ -50,11 +51,21 @@ class MlflowRest:
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
 
-    def request(self, route: str, **params: str | int) -> HttpAnswer:
-        """GET `route` (relative to the server) and return the answer, whatever its status."""
+    def request(
+        self,
+        route: str,
+        params: Mapping[str, str | int] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> HttpAnswer:
+        """GET `route` (POST when `body` is given) and return the answer, whatever its status."""
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         url = f"{self.base_url.rstrip('/')}/{route.lstrip('/')}{query}"
-        req = urllib.request.Request(url, headers=self._headers())
+        headers = self._headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(url, data=data, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return HttpAnswer(resp.status, resp.read(), resp.headers.get("Content-Type", ""))
@@ -68,10 +79,20 @@ class MlflowRest:
 
     def get(self, endpoint: str, **params: str | int) -> dict[str, Any]:
         """GET `/api/2.0/mlflow/<endpoint>` and return its JSON; any non-200 is an error."""
-        answer = self.request(f"/api/2.0/mlflow/{endpoint}", **params)
+        answer = self.request(f"/api/2.0/mlflow/{endpoint}", params)
         if answer.status != 200:
             raise TrackingError(
                 f"GET {endpoint} {params} answered HTTP {answer.status}: "
+                f"{answer.body[:500].decode(errors='replace')}"
+            )
+        return answer.json()
+
+    def post(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST JSON to `/api/2.0/mlflow/<endpoint>` (searches are POST-only)."""
+        answer = self.request(f"/api/2.0/mlflow/{endpoint}", body=body)
+        if answer.status != 200:
+            raise TrackingError(
+                f"POST {endpoint} answered HTTP {answer.status}: "
                 f"{answer.body[:500].decode(errors='replace')}"
             )
         return answer.json()
@@ -97,7 +118,7 @@ class MlflowRest:
 
     def run_artifact_bytes(self, run_id: str, path: str) -> bytes:
         """Download one run artifact through the server (as the UI does)."""
-        answer = self.request("/get-artifact", path=path, run_uuid=run_id)
+        answer = self.request("/get-artifact", {"path": path, "run_uuid": run_id})
         if answer.status != 200:
             raise TrackingError(f"artifact {path} of run {run_id}: HTTP {answer.status}")
         return answer.body
