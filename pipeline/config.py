@@ -250,6 +250,41 @@ class InferConfig:
 
 
 @dataclass(kw_only=True)
+class BenchConfig:
+    """jobs/bench.py: sizes and repeats of the side-by-side benchmarks B1..B7."""
+
+    # Raw synthetic rows generated for B1-B5 and B7 (clean rows are ~94% of them).
+    rows: int = 1_000_000
+    # B6: a worker's peak RSS on a table of memory_rows[1] rows vs one of memory_rows[0].
+    memory_rows: list[int] = field(default_factory=lambda: [1_000_000, 10_000_000])
+    # B6: train steps each measured worker runs (the reader is still opened on the full table).
+    memory_steps: int = 200
+    # --quick: the same benchmarks at these sizes, only to prove the code works.
+    quick_rows: int = 20_000
+    quick_memory_rows: list[int] = field(default_factory=lambda: [20_000, 200_000])
+    # Each side of a pair is measured this many times, alternating; the best run counts.
+    rounds: int = 2
+    # B7: epochs per measured training run.
+    tracking_epochs: int = 2
+    # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
+    workdir: str = "bench-out/work"
+
+    def __post_init__(self) -> None:
+        if len(self.memory_rows) != 2 or len(self.quick_memory_rows) != 2:
+            raise ConfigError(
+                "bench.memory_rows and bench.quick_memory_rows take two sizes [small, large], "
+                "e.g. bench.memory_rows=[1000000,10000000]"
+            )
+        sizes = [self.rows, self.quick_rows, *self.memory_rows, *self.quick_memory_rows]
+        counts = [self.memory_steps, self.rounds, self.tracking_epochs]
+        if min(sizes) < 1000 or min(counts) < 1:
+            raise ConfigError(
+                "bench sizes must be >= 1000 rows and bench.memory_steps, bench.rounds, "
+                "bench.tracking_epochs >= 1; e.g. bench.rows=1000000 bench.rounds=2"
+            )
+
+
+@dataclass(kw_only=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     lake: LakeConfig = field(default_factory=LakeConfig)
@@ -258,6 +293,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     infer: InferConfig = field(default_factory=InferConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def table_path(self, table: str) -> str:
         """Absolute path (or URI) of a table under `lake.root`."""
