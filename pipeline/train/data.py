@@ -4,8 +4,14 @@ Petastorm gets the exact Parquet files of the version (never the table
 directory, which also holds files of other versions) and shards them by row
 group: rank r reads the row groups that fall to shard r. Shards differ in size,
 yet every rank must run the same number of steps or Horovod's collectives
-stall; so each epoch every rank takes exactly `steps_per_epoch` batches from a
-reader that repeats its shard as often as needed (`num_epochs=None`).
+stall; so each epoch every rank takes exactly `steps_per_epoch` batches,
+reading its shard again as often as needed.
+
+The repetition is ours, one single-pass reader after another, not Petastorm's
+`num_epochs=None`: Petastorm 0.12's ventilator thread reshuffles the row-group
+order on every poll while its queue is full at the start of a pass, so from the
+second pass on the order depended on thread timing and runs did not repeat
+(uber/petastorm issue #798).
 
 Rows are filtered (split, usable label) and turned into arrays on whole row
 groups at once with numpy; there is no per-row Python.
@@ -13,6 +19,7 @@ groups at once with numpy; there is no per-row Python.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -46,8 +53,9 @@ class ReaderSpec:
 
 
 def file_uris(paths: list[str]) -> list[str]:
-    """Petastorm wants URLs of one scheme; Delta lists local files as plain paths."""
-    return [p if "://" in p else "file://" + os.path.abspath(p) for p in paths]
+    """Petastorm wants URLs of one scheme; Delta lists local files as plain paths. Sorted:
+    shards are cut from this order, and the log's listing order is not a contract."""
+    return sorted(p if "://" in p else "file://" + os.path.abspath(p) for p in paths)
 
 
 def count_row_groups(uris: list[str]) -> int:
@@ -119,6 +127,16 @@ def _columns(chunk: Any) -> Mapping[str, Any]:
     return chunk._asdict()
 
 
+def _passes(spec: ReaderSpec, *, rank: int, size: int, seed: int) -> Iterator[tuple[int, Any]]:
+    """(pass number, row-group chunk) over this rank's shard, pass after pass, each pass
+    shuffled by its own seed derived from `seed`."""
+    for number in itertools.count():
+        pass_seed = int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+        with open_reader(spec, rank=rank, size=size, seed=pass_seed, num_epochs=1) as reader:
+            for chunk in reader:
+                yield number, chunk
+
+
 def train_batches(
     spec: ReaderSpec,
     pre: Preprocessor,
@@ -142,37 +160,36 @@ def train_batches(
     buffer_rows = max(buffer_rows, 2 * batch_size)
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
-    held = emitted = empty_reads = 0
-    with open_reader(spec, rank=rank, size=size, seed=seed, num_epochs=None) as reader:
-        for chunk in reader:
-            x, y = select_rows(pre, _columns(chunk), "train")
-            # An infinite reader over a shard without a single train row would never
-            # yield; after a full pass of empty row groups, stop and say why.
-            empty_reads = empty_reads + 1 if len(x) == 0 else 0
-            if empty_reads > spec.row_groups:
+    held = emitted = 0
+    rows_in_pass = {0: 0}
+    for number, chunk in _passes(spec, rank=rank, size=size, seed=seed):
+        if number not in rows_in_pass:
+            if rows_in_pass[number - 1] == 0:
                 raise TrainingError(
                     f"rank {rank}'s shard of the table holds no usable train rows, so it can "
                     "never fill a batch. Re-ingest with smaller row groups "
                     "(lake.row_group_rows) so every shard mixes splits, or lower train.workers"
                 )
-            xs.append(x)
-            ys.append(y)
-            held += len(x)
-            needed = (steps - emitted) * batch_size
-            if held < min(buffer_rows, needed):
-                continue
-            order = rng.permutation(held)
-            x, y = np.concatenate(xs)[order], np.concatenate(ys)[order]
-            carry = 0 if held >= needed else min(buffer_rows // 2, held - batch_size)
-            count = min((held - carry) // batch_size, steps - emitted)
-            for start in range(0, count * batch_size, batch_size):
-                yield x[start : start + batch_size], y[start : start + batch_size]
-            emitted += count
-            if emitted == steps:
-                return
-            xs, ys = [x[count * batch_size :]], [y[count * batch_size :]]
-            held = len(xs[0])
-    raise AssertionError("an infinite reader stopped")  # pragma: no cover
+            rows_in_pass[number] = 0
+        x, y = select_rows(pre, _columns(chunk), "train")
+        rows_in_pass[number] += len(x)
+        xs.append(x)
+        ys.append(y)
+        held += len(x)
+        needed = (steps - emitted) * batch_size
+        if held < min(buffer_rows, needed):
+            continue
+        order = rng.permutation(held)
+        x, y = np.concatenate(xs)[order], np.concatenate(ys)[order]
+        carry = 0 if held >= needed else min(buffer_rows // 2, held - batch_size)
+        count = min((held - carry) // batch_size, steps - emitted)
+        for start in range(0, count * batch_size, batch_size):
+            yield x[start : start + batch_size], y[start : start + batch_size]
+        emitted += count
+        if emitted == steps:
+            return
+        xs, ys = [x[count * batch_size :]], [y[count * batch_size :]]
+        held = len(xs[0])
 
 
 def eval_batches(
