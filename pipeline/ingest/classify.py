@@ -70,7 +70,8 @@ def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Cl
         "_row_id",
         "_rule",
         "_reason",
-        raw_json.alias("_raw"),
+        # Only rejects keep their raw values: JSON for every clean row would double the data.
+        F.when(col("_rule").isNotNull(), raw_json).alias("_raw"),
         key.alias("_split_key"),
     )
     return Classified(out, clean)

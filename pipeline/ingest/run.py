@@ -51,6 +51,9 @@ _logger = logging.getLogger(__name__)
 REJECT_COLUMNS = ["rule", "reason", "raw", "_source_file", "_ingested_at"]
 APP_PREFIX = "sparktrain-ingest-"
 ROW_ORDER_SALT = "row-order"
+# Intermediate results are read several times (counts, then the write). On disk,
+# not in the JVM heap: a 10-million-row input overran a 1 GB local driver in memory.
+CACHE = StorageLevel.DISK_ONLY
 
 
 def rejects_table_name(table: str) -> str:
@@ -93,7 +96,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> dict[str, Any]:
         }
 
     judged = classify(spark, data, location)
-    persisted: list[DataFrame] = [judged.df.persist(StorageLevel.MEMORY_AND_DISK)]
+    persisted: list[DataFrame] = [judged.df.persist(CACHE)]
     try:
         return {**base, **_ingest(cfg, spark, judged.df, judged.columns, persisted, app_id)}
     finally:
@@ -158,8 +161,8 @@ def _ingest(
         "_source_file",
         now,
     )
-    clean = clean.persist(StorageLevel.MEMORY_AND_DISK)
-    rejects = rejects.persist(StorageLevel.MEMORY_AND_DISK)
+    clean = clean.persist(CACHE)
+    rejects = rejects.persist(CACHE)
     persisted += [clean, rejects]
     splits = {**dict.fromkeys(SPLITS, 0), **_counts_by(clean, "split")}
     rows_ok = sum(splits.values())

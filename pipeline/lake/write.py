@@ -251,7 +251,7 @@ def _prepare_delta_rs(
     # Counted and written from one cached copy, so the row-group plan fits the rows written.
     persist_here = not df.storageLevel.useMemory and not df.storageLevel.useDisk
     if persist_here:
-        df = df.persist(StorageLevel.MEMORY_AND_DISK)
+        df = df.persist(StorageLevel.DISK_ONLY)  # heap-safe at any size
     try:
         counts = _row_counts(df, partition_by)
         write_id = uuid.uuid4().hex
