@@ -155,9 +155,9 @@ def test_zero_row_writes_create_and_extend_tables(spark: SparkSession, lake: Pat
 
 def test_add_actions_carry_stats(spark: SparkSession, lake: Path) -> None:
     path = lake / "s"
-    write_table(spark, _frame(spark, 0, 100).repartition(3), str(path), LakeConfig())
+    write_table(spark, _frame(spark, 0, 100), str(path), LakeConfig(target_file_rows=40))
     adds = _add_actions(path, 0)
-    assert len(adds) == 3
+    assert len(adds) >= 3  # at most 40 rows a file
     total = 0
     for add in adds:
         stats = json.loads(add["stats"])
