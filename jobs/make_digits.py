@@ -1,7 +1,7 @@
 """Write scikit-learn's 8x8 digits as a PNG tree (`<data.source>/<label>/<index>.png`).
 
-    python jobs/make_digits.py --config conf/digits.yaml
-    python jobs/ingest.py --config conf/digits.yaml
+python jobs/make_digits.py --config conf/digits.yaml
+python jobs/ingest.py --config conf/digits.yaml
 """
 
 from __future__ import annotations

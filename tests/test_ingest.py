@@ -183,7 +183,8 @@ def test_rules_quarantine_each_kind_of_bad_row(spark: SparkSession, tmp_path: Pa
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (10, 2, 7)
     assert summary["duplicates_dropped"] == 1
 
-    rejects = read_table(spark, summary["rejects_table"])
+    rejects = assert_lake_agrees(spark, summary["rejects_table"])
+    assert_lake_agrees(spark, summary["table"])
     by_id = {json.loads(r.raw).get("ID", r.raw): r for r in rejects.collect()}
     rules = {k: v.rule for k, v in by_id.items()}
     assert rules == {
