@@ -52,3 +52,10 @@ cluster-up: setup
 
 cluster-down:
 	@bash docker/cluster.sh down
+
+# --- benchmarks (issue 7): B1..B7, each side by side with its peer ---------------------
+# BENCH_ROWS raw synthetic rows (default 1,000,000); BENCH_OUT the JSON written.
+BENCH_ROWS ?= 1000000
+BENCH_OUT ?= bench-out/bench.json
+bench: setup
+	$(PY) jobs/bench.py --config conf/bench.yaml --out $(BENCH_OUT) bench.rows=$(BENCH_ROWS)

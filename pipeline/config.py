@@ -264,6 +264,7 @@ class BenchConfig:
     quick_memory_rows: list[int] = field(default_factory=lambda: [20_000, 200_000])
     # Each side of a pair is measured this many times, alternating; the best run counts.
     rounds: int = 2
+    quick_rounds: int = 1
     # B7: epochs per measured training run.
     tracking_epochs: int = 2
     # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
@@ -276,12 +277,20 @@ class BenchConfig:
                 "e.g. bench.memory_rows=[1000000,10000000]"
             )
         sizes = [self.rows, self.quick_rows, *self.memory_rows, *self.quick_memory_rows]
-        counts = [self.memory_steps, self.rounds, self.tracking_epochs]
+        counts = [self.memory_steps, self.rounds, self.quick_rounds, self.tracking_epochs]
         if min(sizes) < 1000 or min(counts) < 1:
             raise ConfigError(
                 "bench sizes must be >= 1000 rows and bench.memory_steps, bench.rounds, "
-                "bench.tracking_epochs >= 1; e.g. bench.rows=1000000 bench.rounds=2"
+                "bench.quick_rounds, bench.tracking_epochs >= 1; e.g. bench.rows=1000000"
             )
+        for name in ("memory_rows", "quick_memory_rows"):
+            small, large = getattr(self, name)
+            # the large B6 table is k copies of the small one's files (see pipeline/bench/memory.py)
+            if large % small:
+                raise ConfigError(
+                    f"bench.{name}={[small, large]}: the large size must be a whole multiple of "
+                    f"the small one, e.g. bench.{name}=[{small},{small * 10}]"
+                )
 
 
 @dataclass(kw_only=True)

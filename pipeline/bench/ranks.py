@@ -1,0 +1,156 @@
+"""The rank body of B3 and B4, run unchanged under Horovod-on-Spark and under TorchDistributor.
+
+Every rank reads its Petastorm shard with the training job's own data path
+(`train_batches`), builds the same model and optimizer, and steps as the
+training loop does (forward, cross-entropy, backward, an optimizer that averages
+gradients across ranks, `loss.item()`). Only the gradient averaging differs:
+`hvd.DistributedOptimizer` or `DistributedDataParallel`.
+
+Phases, timed inside the rank:
+1. the first step, right after start-up: its wall-clock time gives "job start
+   to first step" on the driver;
+2. the rest of the epoch fed by Petastorm; its batches are kept as tensors;
+3. the same batches again, from memory (B3's peer);
+then phases 2 and 3 again with a new shuffle for each further round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+Backend = Literal["horovod", "torch"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankJob:
+    """Everything a rank needs; pickled to the Spark tasks by either launcher."""
+
+    backend: Backend
+    reader: Any  # pipeline.train.data.ReaderSpec
+    preprocessor: str  # Preprocessor JSON
+    family: str
+    model_config: dict[str, Any]
+    batch_size: int
+    steps: int  # per rank per epoch, as the training job computes them
+    lr: float
+    seed: int
+    buffer_rows: int
+    rounds: int
+    threads: int  # torch threads per rank: the cores of a host shared by its ranks
+
+
+class _Collectives:
+    """Rank, size and the gradient-averaging wrapper of one backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        if backend == "horovod":
+            import horovod.torch as hvd
+
+            hvd.init()
+            self.rank, self.size = hvd.rank(), hvd.size()
+        else:
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo")
+            self.rank, self.size = dist.get_rank(), dist.get_world_size()
+
+    def wrap(
+        self, model: torch.nn.Module, lr: float
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        if self.backend == "horovod":
+            import horovod.torch as hvd
+
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+            optimizer = hvd.DistributedOptimizer(
+                optimizer, named_parameters=model.named_parameters()
+            )
+            hvd.broadcast_optimizer_state(optimizer, root_rank=0)
+            hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+            return model, optimizer
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(model)  # broadcasts rank 0's parameters
+        return ddp, torch.optim.Adam(ddp.parameters(), lr=lr)
+
+    def close(self) -> None:
+        if self.backend == "horovod":
+            import horovod.torch as hvd
+
+            hvd.shutdown()
+        else:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def bench_rank(job: RankJob) -> dict[str, Any]:
+    """Run the phases above; return this rank's timings (wall-clock times are time.time())."""
+    from models import build_model
+    from pipeline.train.data import epoch_seed, train_batches
+    from pipeline.train.preprocess import Preprocessor
+
+    entered = time.time()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(job.threads)
+    comm = _Collectives(job.backend)
+    try:
+        torch.manual_seed(job.seed)
+        pre = Preprocessor.from_json(job.preprocessor)
+        model, optimizer = comm.wrap(build_model(job.family, job.model_config), job.lr * comm.size)
+        model.train()
+
+        def step(x: torch.Tensor, y: torch.Tensor) -> float:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            return float(loss.item())
+
+        def epoch(seed: int) -> Any:
+            return train_batches(
+                job.reader,
+                pre,
+                rank=comm.rank,
+                size=comm.size,
+                seed=seed,
+                batch_size=job.batch_size,
+                steps=job.steps,
+                buffer_rows=job.buffer_rows,
+            )
+
+        rounds: list[dict[str, float]] = []
+        first_step_at = 0.0
+        for r in range(job.rounds):
+            batches = epoch(epoch_seed(job.seed, r))
+            if r == 0:
+                x, y = next(batches)
+                step(torch.from_numpy(x), torch.from_numpy(y))
+                first_step_at = time.time()
+            kept: list[tuple[torch.Tensor, torch.Tensor]] = []
+            started = time.perf_counter()
+            for x, y in batches:
+                pair = (torch.from_numpy(x), torch.from_numpy(y))
+                step(*pair)
+                kept.append(pair)
+            fed = time.perf_counter() - started
+            started = time.perf_counter()
+            for pair in kept:
+                step(*pair)
+            memory = time.perf_counter() - started
+            rounds.append({"steps": len(kept), "fed_seconds": fed, "memory_seconds": memory})
+        return {
+            "rank": comm.rank,
+            "size": comm.size,
+            "entered": entered,
+            "first_step_at": first_step_at,
+            "rounds": rounds,
+        }
+    finally:
+        comm.close()
+        torch.set_num_threads(threads)
