@@ -68,6 +68,15 @@ def count_row_groups(uris: list[str]) -> int:
     return total
 
 
+def too_few_row_groups(row_groups: int, ranks: int) -> TrainingError:
+    return TrainingError(
+        f"the table version has {row_groups} Parquet row group(s) but train.workers={ranks}: "
+        "Petastorm shards by row group, so some rank would get no data. Re-ingest with more "
+        f"row groups (lake.min_row_groups >= {ranks}, or a smaller lake.row_group_rows), or "
+        "lower train.workers"
+    )
+
+
 def steps_per_epoch(usable_train_rows: int, batch_size: int, world_size: int) -> int:
     """Steps each rank runs per epoch: one pass over the train rows across all ranks."""
     return max(1, math.ceil(usable_train_rows / (batch_size * world_size)))
@@ -102,12 +111,7 @@ def open_reader(
             shard_count=size,
         )
     except NoDataAvailableError as exc:
-        raise TrainingError(
-            f"the table version has {spec.row_groups} Parquet row group(s) but {size} ranks: "
-            "Petastorm shards by row group, so some rank would get no data. Re-ingest with "
-            f"more row groups (lake.min_row_groups >= {size}, or a smaller lake.row_group_rows) "
-            "or lower train.workers"
-        ) from exc
+        raise too_few_row_groups(spec.row_groups, size) from exc
 
 
 def select_rows(pre: Preprocessor, columns: Mapping[str, Any], split: str) -> Batch:

@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config, flatten
-from pipeline.errors import ConfigError, TrackingError, TrainingError
+from pipeline.errors import ConfigError, SparktrainError, TrainingError
 from pipeline.lake.read import Snapshot, read_table, snapshot
 from pipeline.launch import run_distributed
 from pipeline.train import plots
@@ -26,6 +26,7 @@ from pipeline.train.data import (
     count_row_groups,
     file_uris,
     steps_per_epoch,
+    too_few_row_groups,
 )
 from pipeline.train.evaluate import anomaly_threshold, evaluate, selection_score
 from pipeline.train.fit import count_splits, fit_preprocessor, usable_rows
@@ -45,7 +46,8 @@ from pipeline.train.tracking import (
 
 _logger = logging.getLogger(__name__)
 
-_ERRORS = {cls.__name__: cls for cls in (TrainingError, TrackingError, ConfigError)}
+# Ranks return user-fixable errors by class name; the driver raises the same class.
+_ERRORS = {cls.__name__: cls for cls in SparktrainError.__subclasses__()}
 
 
 def model_config(cfg: Config, pre: Preprocessor) -> dict[str, Any]:
@@ -146,12 +148,7 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     uris = file_uris(snap.files)
     row_groups = count_row_groups(uris)
     if row_groups < cfg.train.workers:
-        raise TrainingError(
-            f"table {table} version {snap.version} has {row_groups} Parquet row group(s) but "
-            f"train.workers={cfg.train.workers}: Petastorm shards by row group, so some rank "
-            f"would get no data. Re-ingest with lake.min_row_groups >= {cfg.train.workers} "
-            "(or a smaller lake.row_group_rows), or lower train.workers"
-        )
+        raise too_few_row_groups(row_groups, cfg.train.workers)
     _logger.info(
         "training on %s version %d (%d files, %d row groups), rows per split %s",
         table,
@@ -210,7 +207,7 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
             {
                 **test_metrics,
                 "epochs_run": trained["epochs_run"],
-                "samples_per_sec": trained["samples_per_sec"],
+                "mean_samples_per_sec": trained["samples_per_sec"],
             }
         )
         log_figure(plots.loss_curve(trained["history"]), "loss_curve.png")

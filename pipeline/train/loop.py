@@ -85,6 +85,19 @@ def train_rank(spec: RankSpec) -> dict[str, Any]:
         hvd.shutdown()
 
 
+def scaled_lr(
+    *, base: float, ranks: int, warmup_epochs: int, steps_per_epoch: int, epoch: int, step: int
+) -> float:
+    """`base` x ranks (gradients are averaged over a batch `ranks` times larger), reached
+    linearly from `base` over the warmup epochs so early steps do not diverge (Goyal et al.)."""
+    target = base * ranks
+    warmup_steps = warmup_epochs * steps_per_epoch
+    done = epoch * steps_per_epoch + step
+    if warmup_steps == 0 or done >= warmup_steps:
+        return target
+    return base + (target - base) * done / warmup_steps
+
+
 def pick_device(use_gpu: bool, local_rank: int) -> torch.device:
     """The CPU, or the GPU Spark assigned to this task (else the local rank's GPU)."""
     if not use_gpu:
@@ -181,13 +194,14 @@ class _Trainer:
     # ------------------------------------------------------------ steps
 
     def _lr(self, epoch: int, step: int) -> float:
-        """Base LR scaled by the number of ranks, reached linearly over the warmup epochs."""
-        target = self.cfg.lr * self.size
-        warmup_steps = self.cfg.warmup_epochs * self.spec.steps_per_epoch
-        done = epoch * self.spec.steps_per_epoch + step
-        if warmup_steps == 0 or done >= warmup_steps:
-            return target
-        return self.cfg.lr + (target - self.cfg.lr) * done / warmup_steps
+        return scaled_lr(
+            base=self.cfg.lr,
+            ranks=self.size,
+            warmup_epochs=self.cfg.warmup_epochs,
+            steps_per_epoch=self.spec.steps_per_epoch,
+            epoch=epoch,
+            step=step,
+        )
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         out = self.model(x)

@@ -69,8 +69,13 @@ class Scorer:
     ) -> Scorer:
         network = build_model(family, model_config)
         network.load_state_dict(state_dict)
-        network.eval()
+        # Batch inference runs this on GPU executors when it can; CPU elsewhere.
+        network.to("cuda" if torch.cuda.is_available() else "cpu").eval()
         return cls(preprocessor, family, model_config, network, threshold)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
 
     @property
     def task(self) -> str:
@@ -85,7 +90,7 @@ class Scorer:
         parts = []
         with torch.no_grad():
             for start in range(0, len(x), self.batch_size):
-                batch = x[start : start + self.batch_size]
+                batch = x[start : start + self.batch_size].to(self.device)
                 out = self.network(batch)
                 if self.task == "classification":
                     out = torch.softmax(out.float(), dim=1)
@@ -93,7 +98,7 @@ class Scorer:
                     out = out.float().reshape(-1)
                 else:
                     out = ((out.float() - batch) ** 2).mean(dim=1)
-                parts.append(out.numpy())
+                parts.append(out.cpu().numpy())
         width = (len(self.preprocessor.label.classes),) if self.task == "classification" else ()
         result = np.concatenate(parts) if parts else np.zeros((0, *width), np.float32)
         return self.preprocessor.unscale(result) if self.task == "regression" else result
@@ -121,7 +126,7 @@ class Scorer:
         (path / PREPROCESSOR_FILE).write_text(self.preprocessor.to_json())
         spec = {"family": self.family, "config": self.model_config, "threshold": self.threshold}
         (path / MODEL_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
-        torch.save(self.network.state_dict(), path / WEIGHTS_FILE)
+        torch.save({k: v.cpu() for k, v in self.network.state_dict().items()}, path / WEIGHTS_FILE)
         return path
 
     @classmethod
