@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -98,8 +99,11 @@ def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
         for spec in schema.inputs:
             if spec.name:
                 inputs[spec.name] = str(getattr(spec, "type", ""))
-    spark.sparkContext.addFile(path, recursive=True)
-    return LoadedModel(ref, path, task, features, _outputs(task), inputs)
+    # Spark refuses addFile(<directory>) under a cluster master; an archive works with any
+    # master: each executor unpacks it where SparkFiles.get(<archive name>) finds it.
+    archive = shutil.make_archive(path.rstrip("/"), "zip", root_dir=path)
+    spark.sparkContext.addArchive(archive)
+    return LoadedModel(ref, archive, task, features, _outputs(task), inputs)
 
 
 def _type_matches(expected: str, actual: DataType) -> bool:
