@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pandas as pd
 import pytest
@@ -13,6 +15,13 @@ from pipeline.train.registry import SCORE_TAG, register_and_promote
 from pipeline.train.serving import Scorer
 from pipeline.train.tracking import log_scorer
 from tests.test_train_serving import scorer
+from tests.train_helpers import use_tmp_experiment
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(tmp_path: Path, mlflow_store: str) -> None:
+    use_tmp_experiment(tmp_path)
+
 
 ROWS = pd.DataFrame({"x": [1.0, 2.0], "color": ["red", "blue"]})
 

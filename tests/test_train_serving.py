@@ -14,6 +14,13 @@ from models import build_model
 from pipeline.train.preprocess import Feature, Label, Preprocessor
 from pipeline.train.serving import Scorer, output_schema
 from pipeline.train.tracking import log_scorer
+from tests.train_helpers import use_tmp_experiment
+
+
+@pytest.fixture(autouse=True)
+def _artifacts_in_tmp(tmp_path: Path, mlflow_store: str) -> None:
+    use_tmp_experiment(tmp_path)
+
 
 FEATURES = [
     Feature(name="x", kind="numeric", mean=1.0, std=2.0),

@@ -67,3 +67,13 @@ def toy_rows(n: int, *, classes: tuple[str, ...] = ("a", "b")) -> dict[str, list
         "label": [classes[i % len(classes)] for i in range(n)],
         "split": [splits[i % 5] for i in range(n)],
     }
+
+
+def use_tmp_experiment(tmp_path: Path) -> str:
+    """Make an experiment whose artifacts live under `tmp_path` the active one (the default
+    experiment would write them to ./mlruns in the checkout)."""
+    import mlflow
+
+    experiment_id = mlflow.create_experiment("tests", artifact_location=str(tmp_path / "art"))
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
