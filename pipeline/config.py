@@ -193,6 +193,8 @@ class TrainConfig:
     start_timeout_s: int = 120
     use_gpu: bool = False
     mixed_precision: bool = True
+    # Petastorm reader pool: "dummy" reads in the rank's own thread, so a seeded run
+    # repeats exactly; "thread" (reader_workers threads) overlaps I/O but not in a fixed order.
     reader_pool: Literal["thread", "dummy"] = "dummy"
     reader_workers: int = 1
     # Rows per forward pass when scoring validation/test data (no gradients kept).

@@ -88,3 +88,20 @@ def test_penguins_body_mass_regression(spark, tmp_path_factory, tmp_path: Path) 
     predicted = model.predict(test)["prediction"].to_numpy()
     rmse = float(np.sqrt(np.mean((predicted - test["body_mass_g"].to_numpy()) ** 2)))
     assert rmse == pytest.approx(metrics["rmse"], rel=1e-6)
+
+
+@pytest.mark.gpu
+def test_penguins_on_gpu_with_mixed_precision(spark, tmp_path_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Only where torch sees a CUDA GPU (and Horovod was built with GPU operations)."""
+    lake = ingested_lake("penguins", spark, tmp_path_factory)
+    cfg = train_config(
+        "penguins",
+        lake,
+        tmp_path,
+        "train.workers=1",
+        "train.use_gpu=true",
+        "train.mixed_precision=true",
+        "train.epochs=15",
+    )
+    summary = run_training(cfg, spark)
+    assert summary["test_metrics"]["accuracy"] >= 0.95
