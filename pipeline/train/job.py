@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 import pandas as pd
 import torch
+from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,8 +30,8 @@ from pipeline.train.data import (
     steps_per_epoch,
     too_few_row_groups,
 )
-from pipeline.train.evaluate import anomaly_threshold, evaluate, selection_score
-from pipeline.train.fit import count_splits, fit_preprocessor, usable_rows
+from pipeline.train.evaluate import Evaluation, anomaly_threshold, evaluate, selection_score
+from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor, usable_rows
 from pipeline.train.loop import RankSpec, train_rank
 from pipeline.train.preprocess import Preprocessor
 from pipeline.train.registry import register_and_promote
@@ -132,13 +134,20 @@ def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> dict[str, Any]:
     return next(r for r in results if r["rank"] == 0)
 
 
-def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
-    """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
-    uri = absolute_uri(cfg.tracking.tracking_uri())
-    check_tracking_store(uri, cfg.tracking.check_timeout_s)
-    ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name)
-    resumed = load_checkpoint(ckpt) if cfg.train.resume else None
+@dataclass(frozen=True)
+class _Prepared:
+    """The pinned table version and what Spark learned from it."""
 
+    table: str
+    snap: Snapshot
+    df: DataFrame
+    pre: Preprocessor
+    counts: SplitCounts
+    sizes: dict[str, Any]
+    reader: ReaderSpec
+
+
+def _prepare(cfg: Config, spark: SparkSession, resumed: dict[str, Any] | None) -> _Prepared:
     table = cfg.data.table_name
     snap = _pin_version(cfg, cfg.table_path(table), resumed)
     df = read_table(spark, snap.path, snap.version)
@@ -157,79 +166,95 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
         row_groups,
         counts.rows,
     )
+    reader = ReaderSpec(
+        files=uris,
+        columns=sorted({*pre.feature_names, pre.label.name, SPLIT}),
+        row_groups=row_groups,
+        pool=cfg.train.reader_pool,
+        pool_workers=cfg.train.reader_workers,
+    )
+    return _Prepared(table, snap, df, pre, counts, sizes, reader)
+
+
+def _evaluate_and_log(
+    cfg: Config, p: _Prepared, trained: dict[str, Any]
+) -> tuple[Evaluation, ModelInfo]:
+    """Score the best weights on the test split with the served code path, then log the
+    metrics, plots and the pyfunc. Returns (evaluation, logged model info)."""
+    state = torch.load(io.BytesIO(trained["state"]), map_location="cpu", weights_only=True)
+    scorer = Scorer.from_state(p.pre, cfg.model.family, p.sizes, state)
+    task = p.pre.label.task
+    if task == "anomaly":
+        normal_val = _rows(p.df, p.pre, "val", usable_only=True)
+        scorer.threshold = anomaly_threshold(scorer, normal_val, cfg.model.threshold_quantile)
+        mlflow.log_metric("anomaly_threshold", scorer.threshold)
+    test_rows = _rows(p.df, p.pre, "test", usable_only=False)
+    result = evaluate(scorer, test_rows)
+    mlflow.log_metrics(
+        {
+            **{f"test_{k}": v for k, v in result.metrics.items()},
+            "epochs_run": trained["epochs_run"],
+            # per-epoch throughput is `samples_per_sec`, logged by rank 0 each epoch
+            "mean_samples_per_sec": trained["samples_per_sec"],
+        }
+    )
+    log_figure(plots.loss_curve(trained["history"]), "loss_curve.png")
+    if result.confusion is not None:
+        figure = plots.confusion_matrix(result.confusion, p.pre.label.classes)
+        log_figure(figure, "confusion_matrix.png")
+    metadata: dict[str, Any] = {
+        "task": task,
+        "features": p.pre.feature_names,
+        "label": p.pre.label.name,
+        "table_path": p.snap.path,
+        "table_version": p.snap.version,
+    }
+    if task == "classification":
+        metadata["classes"] = p.pre.label.classes
+    if task == "anomaly":
+        metadata["threshold"] = scorer.threshold
+    example = test_rows[p.pre.feature_names].head(5).reset_index(drop=True)
+    return result, log_scorer(scorer, example, metadata)
+
+
+def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
+    """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
+    uri = absolute_uri(cfg.tracking.tracking_uri())
+    check_tracking_store(uri, cfg.tracking.check_timeout_s)
+    ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name)
+    resumed = load_checkpoint(ckpt) if cfg.train.resume else None
+    p = _prepare(cfg, spark, resumed)
 
     with start_run(cfg.tracking, uri, resumed["run_id"] if resumed else None) as run:
         run_id = run.info.run_id
-        if resumed is None:
+        if resumed is None:  # MLflow params are write-once; a resumed run already has them
             log_params(flatten(cfg))
-        log_lineage(table, snap, counts)
+        log_lineage(p.table, p.snap, p.counts)
         mlflow.set_tags(
             {
                 "model.family": cfg.model.family,
-                "data.task": pre.label.task,
+                "data.task": p.pre.label.task,
                 "train.workers": str(cfg.train.workers),
             }
         )
         spec = RankSpec(
-            reader=ReaderSpec(
-                files=uris,
-                columns=sorted({*pre.feature_names, pre.label.name, SPLIT}),
-                row_groups=row_groups,
-                pool=cfg.train.reader_pool,
-                pool_workers=cfg.train.reader_workers,
-            ),
-            preprocessor=pre.to_json(),
+            reader=p.reader,
+            preprocessor=p.pre.to_json(),
             family=cfg.model.family,
-            model_config=sizes,
+            model_config=p.sizes,
             train=cfg.train,
             steps_per_epoch=steps_per_epoch(
-                counts.usable["train"], cfg.train.batch_size, cfg.train.workers
+                p.counts.usable["train"], cfg.train.batch_size, cfg.train.workers
             ),
             checkpoint_path=ckpt,
             resume=resumed is not None,
             run_id=run_id,
-            table_version=snap.version,
+            table_version=p.snap.version,
             tracking_uri=uri,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
         trained = _launch(cfg, spark, spec)
-        state = torch.load(io.BytesIO(trained["state"]), map_location="cpu", weights_only=True)
-        scorer = Scorer.from_state(pre, cfg.model.family, sizes, state)
-        if pre.label.task == "anomaly":
-            normal_val = _rows(df, pre, "val", usable_only=True)
-            scorer.threshold = anomaly_threshold(scorer, normal_val, cfg.model.threshold_quantile)
-            mlflow.log_metric("anomaly_threshold", scorer.threshold)
-
-        test_rows = _rows(df, pre, "test", usable_only=False)
-        result = evaluate(scorer, test_rows)
-        test_metrics = {f"test_{k}": v for k, v in result.metrics.items()}
-        mlflow.log_metrics(
-            {
-                **test_metrics,
-                "epochs_run": trained["epochs_run"],
-                "mean_samples_per_sec": trained["samples_per_sec"],
-            }
-        )
-        log_figure(plots.loss_curve(trained["history"]), "loss_curve.png")
-        if result.confusion is not None:
-            log_figure(
-                plots.confusion_matrix(result.confusion, pre.label.classes), "confusion_matrix.png"
-            )
-
-        model_metadata: dict[str, Any] = {
-            "task": pre.label.task,
-            "features": pre.feature_names,
-            "label": pre.label.name,
-            "table_path": snap.path,
-            "table_version": snap.version,
-        }
-        if pre.label.task == "classification":
-            model_metadata["classes"] = pre.label.classes
-        if pre.label.task == "anomaly":
-            model_metadata["threshold"] = scorer.threshold
-        example = test_rows[pre.feature_names].head(5).reset_index(drop=True)
-        info = log_scorer(scorer, example, model_metadata)
-
+        result, info = _evaluate_and_log(cfg, p, trained)
         version, moved = None, False
         if cfg.tracking.register:
             decision = register_and_promote(
@@ -237,8 +262,8 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
                 model_uri=info.model_uri,
                 name=cfg.model.name,
                 run_id=run_id,
-                task=pre.label.task,
-                score=selection_score(pre.label.task, result.metrics),
+                task=p.pre.label.task,
+                score=selection_score(p.pre.label.task, result.metrics),
                 alias=cfg.tracking.alias,
             )
             version, moved = int(decision.version), decision.alias_moved
@@ -248,9 +273,9 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
         "model_version": version,
         "model_uri": info.model_uri,
         "alias_moved": moved,
-        "table": table,
-        "table_path": snap.path,
-        "table_version": snap.version,
+        "table": p.table,
+        "table_path": p.snap.path,
+        "table_version": p.snap.version,
         "test_metrics": result.metrics,
         "epochs_run": trained["epochs_run"],
         "best_epoch": trained["best_epoch"] + 1,

@@ -62,6 +62,9 @@ class _Progress:
     best_epoch: int = -1
     bad_epochs: int = 0
     stopped_early: bool = False
+    train_rows: float = 0.0  # across ranks, for the run's mean throughput
+    train_seconds: float = 0.0
+    wall_seconds: float = 0.0  # whole epochs, validation included, for the ETA
 
 
 def train_rank(spec: RankSpec) -> dict[str, Any]:
@@ -203,8 +206,9 @@ class _Trainer:
             step=step,
         )
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        out = self.model(x)
+    def _loss(
+        self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor:
         if self.task == "classification":
             return F.cross_entropy(out.float(), y.long(), reduction=reduction)
         if self.task == "regression":
@@ -215,7 +219,7 @@ class _Trainer:
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad()
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            loss = self._loss(x, y)
+            loss = self._loss(self.model(x), x, y)
         if self.scaler is None:
             loss.backward()
             self.optimizer.step()
@@ -282,10 +286,11 @@ class _Trainer:
                 batch_size=self.cfg.eval_batch_size,
             ):
                 x, y = self._tensors(xb, yb)
-                loss_sum += float(self._loss(x, y, reduction="sum").item())
+                out = self.model(x)
+                loss_sum += float(self._loss(out, x, y, reduction="sum").item())
                 rows += len(xb)
                 if self.task == "classification":
-                    correct += float((self.model(x).argmax(dim=1) == y).sum().item())
+                    correct += float((out.argmax(dim=1) == y).sum().item())
         loss_sum, rows, correct = self._allreduce([loss_sum, rows, correct], f"val.{epoch}")
         if rows == 0:
             raise TrainingError("no rank read a usable validation row; check the val split")
@@ -299,11 +304,10 @@ class _Trainer:
 
     def run(self) -> dict[str, Any]:
         p, cfg = self.progress, self.cfg
-        train_seconds = sum(h["epoch_seconds"] for h in p.history)
-        train_rows = sum(h["samples_per_sec"] * h["epoch_seconds"] for h in p.history)
         for epoch in range(p.epochs_done, cfg.epochs):
             if p.stopped_early:
                 break
+            started = time.perf_counter()
             train_loss, rows, seconds = self._train_epoch(epoch)
             if not math.isfinite(train_loss):
                 raise TrainingError(
@@ -316,11 +320,12 @@ class _Trainer:
                 "train_loss": train_loss,
                 **self._validate(epoch),
                 "samples_per_sec": rows / max(seconds, 1e-9),
-                "epoch_seconds": seconds,
+                "epoch_seconds": time.perf_counter() - started,
                 "lr": self._lr(epoch, self.spec.steps_per_epoch),
             }
-            train_seconds += seconds
-            train_rows += rows
+            p.train_rows += rows
+            p.train_seconds += seconds
+            p.wall_seconds += record["epoch_seconds"]
             p.history.append(record)
             p.epochs_done = epoch + 1
             if record["val_loss"] < p.best_val_loss - cfg.early_stopping_min_delta:
@@ -339,7 +344,7 @@ class _Trainer:
             rngs = self.hvd.allgather_object(rng_state())
             if self.rank == 0:
                 self._checkpoint(rngs)
-                self._report(record, train_seconds)
+                self._report(record)
         if self.rank != 0:
             return {"rank": self.rank}
         buffer = io.BytesIO()
@@ -350,7 +355,7 @@ class _Trainer:
             "epochs_run": p.epochs_done,
             "best_epoch": p.best_epoch,
             "stopped_early": p.stopped_early,
-            "samples_per_sec": train_rows / max(train_seconds, 1e-9),
+            "samples_per_sec": p.train_rows / max(p.train_seconds, 1e-9),
             "state": buffer.getvalue(),
         }
 
@@ -368,9 +373,9 @@ class _Trainer:
             },
         )
 
-    def _report(self, record: dict[str, float], train_seconds: float) -> None:
+    def _report(self, record: dict[str, float]) -> None:
         p = self.progress
-        per_epoch = train_seconds / max(len(p.history), 1)
+        per_epoch = p.wall_seconds / max(len(p.history), 1)
         eta = per_epoch * (self.cfg.epochs - p.epochs_done) if not p.stopped_early else 0.0
         shown = " ".join(
             f"{k} {v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))
