@@ -101,7 +101,13 @@ def start_run(cfg: TrackingConfig, uri: str, resume_run_id: str | None) -> mlflo
     experiment_id = (
         experiment.experiment_id
         if experiment
-        else mlflow.create_experiment(cfg.experiment, artifact_location=cfg.artifact_location)
+        else mlflow.create_experiment(
+            cfg.experiment,
+            artifact_location=cfg.artifact_location,
+            # MLflow 3's UI opens an experiment on its GenAI overview unless it is marked
+            # as model training; this lands `make ui` users on the runs table.
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
     )
     return mlflow.start_run(experiment_id=experiment_id, run_name=cfg.run_name)
 
