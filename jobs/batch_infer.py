@@ -1,7 +1,8 @@
 """Score a Delta table with a registered model, incrementally and idempotently.
 
     python jobs/batch_infer.py --config conf/penguins.yaml
-    spark-submit jobs/batch_infer.py --config conf/penguins.yaml infer.model_uri=models:/penguins-mlp/3
+    spark-submit jobs/batch_infer.py --config conf/penguins.yaml \
+        infer.model_uri=models:/penguins-mlp/3
 
 Exit codes: 0 scored (or nothing new to score), 2 a problem to fix (the message
 says how: missing alias, schema mismatch, empty input), 1 an unexpected failure.
