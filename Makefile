@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml docker/build-horovod.sh
 	@echo "setup done: $(VENV)"
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
