@@ -267,8 +267,9 @@ class BenchConfig:
     # Each side of a pair is measured this many times, alternating; the best run counts.
     rounds: int = 2
     quick_rounds: int = 1
-    # B7: epochs per measured training run.
+    # B7: epochs per measured training run, and runs per side (its effect is small: more runs).
     tracking_epochs: int = 2
+    tracking_rounds: int = 3
     # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
     workdir: str = "bench-out/work"
 
@@ -279,7 +280,13 @@ class BenchConfig:
                 "e.g. bench.memory_rows=[1000000,10000000]"
             )
         sizes = [self.rows, self.quick_rows, *self.memory_rows, *self.quick_memory_rows]
-        counts = [self.memory_steps, self.rounds, self.quick_rounds, self.tracking_epochs]
+        counts = [
+            self.memory_steps,
+            self.rounds,
+            self.quick_rounds,
+            self.tracking_epochs,
+            self.tracking_rounds,
+        ]
         if min(sizes) < 1000 or min(counts) < 1:
             raise ConfigError(
                 "bench sizes must be >= 1000 rows and bench.memory_steps, bench.rounds, "

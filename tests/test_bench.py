@@ -82,6 +82,7 @@ def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
     _check_pair("B4 start", data["B4"]["start to first step"])
     assert data["B4"]["start to first step"]["units"] == "s"
     _check_pair("B5 limit", data["B5"]["vs limit"])
+    _check_pair("B2 raw scan", data["B2"]["vs raw scan"])
     assert data["context"]["quick"] is True
     assert data["context"]["raw_rows"] == QUICK.quick_rows
 
@@ -119,6 +120,7 @@ def test_quick_run_prints_the_table_and_summary(quick_run: dict[str, Any]) -> No
         assert f"| {key} |" in table
     assert "| B4 start to first step |" in table
     assert "| B5 vs limit |" in table
+    assert "| B2 vs raw scan |" in table
 
 
 # ----------------------------------------------------------------- no Spark needed

@@ -53,13 +53,10 @@ def run_bench(
 ) -> Report:
     """Run the selected benchmarks (all by default) at the full or the quick size."""
     keys = check_only(only)
-    bench = cfg.bench
-    rows = bench.quick_rows if quick else bench.rows
-    memory_rows = bench.quick_memory_rows if quick else bench.memory_rows
-    rounds = bench.quick_rounds if quick else bench.rounds
     started, load_start = time.time(), _load()
-    ws = Workspace.fresh(bench.workdir)
-    cfg = bench_config(cfg, ws, rows, rounds)
+    ws = Workspace.fresh(cfg.bench.workdir)
+    cfg = bench_config(cfg, ws, quick)
+    rows, memory_rows = cfg.bench.rows, cfg.bench.memory_rows
     _logger.info("bench: %s rows, benchmarks %s, workspace %s", f"{rows:,}", keys, ws.root)
 
     write_raw(generate_raw(spark, cfg.data.synthetic), str(ws.raw), "csv")

@@ -81,7 +81,8 @@ def bench_tracking(cfg: Config, ws: Workspace, table: BenchTable) -> Figure:
             logged_metrics[:] = sorted(logged)
         return seconds / epochs
 
-    mine, theirs = alternate(cfg.bench.rounds, lambda: run(True), lambda: run(False), "B7")
+    rounds = cfg.bench.tracking_rounds
+    mine, theirs = alternate(rounds, lambda: run(True), lambda: run(False), "B7")
     probe = client.create_run(experiment_id).info.run_id
     details: dict[str, Any] = {
         "epochs_per_run": epochs,

@@ -54,19 +54,33 @@ class Workspace:
         return self.root / name
 
 
-def bench_config(cfg: Config, ws: Workspace, rows: int, rounds: int) -> Config:
-    """`cfg` pointed at the workspace (raw data, lake, MLflow store, checkpoints), at the
-    run's size; `bench.rounds` becomes the run's rounds (quick or full)."""
+def bench_config(cfg: Config, ws: Workspace, quick: bool) -> Config:
+    """`cfg` pointed at the workspace (raw data, lake, MLflow store, checkpoints) and set to
+    the run's size: `bench.rows`, or the `bench.quick_*` sizes and rounds for --quick."""
     replace = dataclasses.replace
+    b = cfg.bench
+    rows = b.quick_rows if quick else b.rows
+    bench = replace(
+        b,
+        rows=rows,
+        memory_rows=b.quick_memory_rows if quick else b.memory_rows,
+        rounds=b.quick_rounds if quick else b.rounds,
+        tracking_rounds=b.quick_rounds if quick else b.tracking_rounds,
+    )
     synthetic = replace(cfg.data.synthetic, rows=rows, format="csv")
+    data = replace(
+        cfg.data,
+        source=str(ws.raw),
+        format="csv",
+        # overwrite: a repeated ingest of the same input is then real work, not a no-op
+        mode="overwrite",
+        synthetic=synthetic,
+    )
     return replace(
         cfg,
-        # overwrite: a repeated ingest of the same input is then real work, not a no-op
-        data=replace(
-            cfg.data, source=str(ws.raw), format="csv", mode="overwrite", synthetic=synthetic
-        ),
+        data=data,
         lake=replace(cfg.lake, root=str(ws.lake)),
-        bench=replace(cfg.bench, rounds=rounds),
+        bench=bench,
         train=replace(cfg.train, checkpoint_dir=str(ws.path("checkpoints"))),
         tracking=replace(
             cfg.tracking, uri=ws.tracking_uri, artifact_location=str(ws.path("mlartifacts"))
