@@ -24,7 +24,7 @@ def test_good_rows_are_scored_and_bad_rows_become_errors() -> None:
     out = score_frame(predict, batch, ["prediction", "probabilities"])
     assert len(out) == 5
     assert out["prediction"].tolist() == ["small", "big", None, None, None]
-    assert out["probabilities"][0] == [0.25, 0.75]
+    assert list(out["probabilities"][0]) == [0.25, 0.75]
     errors = out[ERROR_COLUMN].tolist()
     assert errors[0] is None and errors[1] is None
     assert errors[2] == "ValueError: negative x"

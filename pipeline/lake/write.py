@@ -171,8 +171,15 @@ def prepare_write(
     app_version: int | None = None,
     min_row_groups: int | None = None,
     description: str | None = None,
+    max_rows: int | None = None,
 ) -> PreparedWrite:
-    """Phase one: validate and write the data files; commit later with `.commit()`."""
+    """Phase one: validate and write the data files; commit later with `.commit()`.
+
+    `max_rows`: an upper bound of `df`'s rows (e.g. the rows of the table it was
+    derived from). With `min_row_groups=1` on an unpartitioned table the writer
+    then plans from it instead of caching and counting `df` first, so `df` is
+    computed once: any row-group size up to the real count meets a one-group minimum.
+    """
     if mode not in ("append", "overwrite"):
         raise LakeError(f"write mode must be 'append' or 'overwrite', got {mode!r}")
     path = table_location(path)
@@ -198,8 +205,21 @@ def prepare_write(
             )
     if engine == "delta-spark":
         return _prepare_delta_spark(df, path, mode, parts, app_id, app_version, min_groups, lake)
+    use_bound = max_rows is not None and min_groups == 1 and not parts
+    bound = {partition_key([]): max_rows} if use_bound and max_rows is not None else None
     return _prepare_delta_rs(
-        df, path, lake, mode, parts, schema, app_id, app_version, min_groups, description, exists
+        df,
+        path,
+        lake,
+        mode,
+        parts,
+        schema,
+        app_id,
+        app_version,
+        min_groups,
+        description,
+        exists,
+        bound,
     )
 
 
@@ -247,13 +267,17 @@ def _prepare_delta_rs(
     min_groups: int,
     description: str | None,
     exists: bool,
+    known_counts: dict[str, int] | None = None,
 ) -> PreparedWrite:
-    # Counted and written from one cached copy, so the row-group plan fits the rows written.
-    persist_here = not df.storageLevel.useMemory and not df.storageLevel.useDisk
+    # Counted and written from one cached copy, so the row-group plan fits the rows
+    # written; a caller's upper bound (`max_rows`) spares that extra pass over its data.
+    persist_here = (
+        known_counts is None and not df.storageLevel.useMemory and not df.storageLevel.useDisk
+    )
     if persist_here:
         df = df.persist(StorageLevel.DISK_ONLY)  # heap-safe at any size
     try:
-        counts = _row_counts(df, partition_by)
+        counts = known_counts if known_counts is not None else _row_counts(df, partition_by)
         write_id = uuid.uuid4().hex
         plan = FilePlan(
             root=path,
@@ -289,7 +313,7 @@ def _prepare_delta_rs(
     ]
     num_rows = sum(int(row["num_rows"]) for row in files)
     row_groups = sum(int(row["row_groups"]) for row in files)
-    if num_rows != sum(counts.values()):
+    if known_counts is None and num_rows != sum(counts.values()):
         _logger.warning(
             "%s: counted %d rows but wrote %d; the input is not deterministic",
             path,
