@@ -26,7 +26,7 @@ def test_good_rows_are_scored_and_bad_rows_become_errors() -> None:
     assert out["prediction"].tolist() == ["small", "big", None, None, None]
     assert list(out["probabilities"][0]) == [0.25, 0.75]
     errors = out[ERROR_COLUMN].tolist()
-    assert errors[0] is None and errors[1] is None
+    assert errors[:2] == [None, None]
     assert errors[2] == "ValueError: negative x"
     assert errors[3] == "null feature(s): x"
     assert errors[4] == "null feature(s): c"
