@@ -230,3 +230,24 @@ def test_fewer_row_groups_than_ranks_is_a_clear_error(tmp_path: Path) -> None:
         TrainingError, match=r"1 Parquet row group\(s\) but train.workers=2.*Re-ingest"
     ):
         open_reader(spec, rank=1, size=2, seed=0, num_epochs=1)
+
+
+def test_category_codes_agree_for_every_input_form_and_vocabulary_size() -> None:
+    """The comparison path for small vocabularies and pd.Categorical for large ones give the
+    same codes, whether values come as str objects, numpy unicode, with None or as booleans."""
+    from pipeline.train import preprocess
+
+    small = ["a", "b", "None", "True"]
+    large = small + [f"v{i}" for i in range(preprocess.SMALL_VOCABULARY)]
+    forms = [
+        np.array(["b", "a", "zz", "b"], dtype=object),  # pandas / pyarrow strings
+        np.array(["b", "a", "zz", "b"]),  # Petastorm's numpy unicode
+        pd.Series(["b", None, "a", "zz"]),  # a null becomes "None"
+        np.array([True, False], dtype=object),  # booleans become "True"/"False"
+    ]
+    for values in forms:
+        fast = preprocess._codes(values, small)
+        hashed = preprocess._codes(values, large)
+        assert fast.tolist() == hashed.tolist()
+        expected = [small.index(v) if v in small else -1 for v in np.asarray(values).astype(str)]
+        assert fast.tolist() == expected

@@ -60,18 +60,38 @@ class Label:
     normal: list[str] = field(default_factory=list)
 
 
+SMALL_VOCABULARY = 32  # up to this many categories, _codes compares instead of hashing
+
+
 def as_strings(values: Any) -> np.ndarray:
     """Values as a numpy array of str, the form vocabularies and classes are kept in.
 
     Missing values become "None"/"nan", which are never in a vocabulary fitted
-    on non-null values, so they fall into the unseen slot.
+    on non-null values, so they fall into the unseen slot. A column that already
+    holds only str objects (string columns without nulls, as Petastorm and pandas
+    hand them over) is returned as is: converting it to fixed-width unicode was
+    the largest single cost of the training data path (benchmarks B2, B3).
     """
-    return np.asarray(values).astype(str)
+    array = np.asarray(values)
+    if array.dtype == object and pd.api.types.infer_dtype(array, skipna=False) == "string":
+        return array
+    return array.astype(str)
 
 
 def _codes(values: Any, vocabulary: list[str]) -> np.ndarray:
-    """Index of each value in `vocabulary`, -1 where absent (vectorised through pandas)."""
-    return np.asarray(pd.Categorical(as_strings(values), categories=vocabulary).codes, np.int64)
+    """Index of each value in `vocabulary`, -1 where absent.
+
+    Small vocabularies (the usual categorical feature or class label) take one
+    vectorised comparison per entry, which beats hashing every value through
+    pandas several times over; larger ones go through pd.Categorical.
+    """
+    strings = as_strings(values)
+    if len(vocabulary) > SMALL_VOCABULARY:
+        return np.asarray(pd.Categorical(strings, categories=vocabulary).codes, np.int64)
+    codes = np.full(len(strings), -1, np.int64)
+    for index, value in enumerate(vocabulary):
+        codes[strings == value] = index
+    return codes
 
 
 def _numbers(values: Any) -> np.ndarray:
