@@ -268,8 +268,8 @@ class BenchConfig:
     rounds: int = 2
     quick_rounds: int = 1
     # B7: epochs per measured training run, and runs per side (its effect is small: more runs).
-    tracking_epochs: int = 2
-    tracking_rounds: int = 3
+    tracking_epochs: int = 1
+    tracking_rounds: int = 5
     # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
     workdir: str = "bench-out/work"
 
