@@ -265,7 +265,7 @@ class BenchConfig:
     quick_rows: int = 20_000
     quick_memory_rows: list[int] = field(default_factory=lambda: [20_000, 200_000])
     # Each side of a pair is measured this many times, alternating; the best run counts.
-    rounds: int = 2
+    rounds: int = 3
     quick_rounds: int = 1
     # B7: epochs per measured training run, and runs per side (its effect is small: more runs).
     tracking_epochs: int = 1
