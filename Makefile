@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml docker/build-horovod.sh
+$(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.sh
 	@command -v java >/dev/null || { echo "error: no Java runtime. Spark 3.5 needs Java 8/11/17: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=77.0.3" wheel

@@ -39,6 +39,24 @@ if [ -z "$wheel" ]; then
   export MAKEFLAGS="-j$(nproc)"
   if [ "$variant" = cuda ]; then
     export HOROVOD_GPU_OPERATIONS=NCCL
+    # nvcc gets the same -std rewrite (CUDA 13's headers need C++17).
+    real_nvcc=$(readlink -f "$(command -v nvcc)")
+    export CUDACXX="$here/nvcc17.sh" SPARKTRAIN_REAL_NVCC="$real_nvcc"
+    # The toolkit is no longer beside CMAKE_CUDA_COMPILER (the wrapper), so name it.
+    cuda_home=${HOROVOD_CUDA_HOME:-$(dirname "$(dirname "$real_nvcc")")}
+    export HOROVOD_CUDA_HOME="$cuda_home" CUDAToolkit_ROOT="$cuda_home"
+    if [ -z "${HOROVOD_NCCL_HOME:-}${HOROVOD_NCCL_INCLUDE:-}" ]; then
+      # No NCCL named: use the one pip-installed CUDA torch brings (nvidia-nccl-cu*),
+      # which ships only libnccl.so.2, so give CMake the unversioned name it looks for.
+      nccl=$("$PY" -c "import nvidia.nccl as n; print(list(n.__path__)[0])" 2>/dev/null || true)
+      if [ -n "$nccl" ] && [ -f "$nccl/include/nccl.h" ]; then
+        shim=$(mktemp -d)
+        mkdir -p "$shim/lib" && ln -s "$nccl/include" "$shim/include"
+        ln -s "$nccl/lib/libnccl.so.2" "$shim/lib/libnccl.so"
+        export HOROVOD_NCCL_HOME="$shim" HOROVOD_NCCL_LINK=SHARED
+        echo "using torch's NCCL from $nccl"
+      fi
+    fi
   fi
   "$PY" -m pip wheel --no-build-isolation --no-deps --no-cache-dir \
         -w "$WHEELHOUSE" "horovod==$HVD_VERSION"

@@ -156,6 +156,7 @@ def test_horovod_recipe_is_the_pinned_one() -> None:
         copies = " ".join(t for k, t in instructions if k == "COPY")
         runs = " ".join(t for k, t in instructions if k == "RUN")
         assert "docker/cxx17.sh" in copies
+        assert "docker/nvcc17.sh" in copies
         assert "docker/build-horovod.sh" in copies
         assert "build-horovod.sh /opt/venv/bin/python" in runs
         assert "horovodrun --check-build" in runs
@@ -393,3 +394,38 @@ def test_gpu_override_gives_each_worker_a_gpu_and_the_discovery_script() -> None
     submit_opts = gpu["submit"]["environment"]["SPARK_SUBMIT_OPTS"]
     assert "spark.executor.resource.gpu.amount=1" in submit_opts
     assert "spark.task.resource.gpu.amount=1" in submit_opts
+
+
+def test_compiler_wrappers_raise_the_standard_and_add_the_includes_gcc13_drops(
+    tmp_path: Path,
+) -> None:
+    """What the Horovod build's CXX and CUDACXX wrappers hand the real compilers.
+
+    Seen on an H100 machine (gcc 13.3, CUDA 13.0, torch 2.11+cu130): without the
+    C++17 rewrite torch's headers refuse to compile, and without the forced
+    includes horovod/common/group_table.h fails with "'string' in namespace 'std'
+    does not name a type".
+    """
+    for name in ("g++", "nvcc"):  # stand-ins that print their arguments, one per line
+        (tmp_path / name).write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+        (tmp_path / name).chmod(0o755)
+
+    def args(wrapper: str, real: str, *given: str) -> list[str]:
+        compiler = tmp_path / ("nvcc" if real == "SPARKTRAIN_REAL_NVCC" else "g++")
+        env = {"PATH": "/usr/bin:/bin", real: str(compiler)}
+        proc = subprocess.run(
+            [str(DOCKER / wrapper), *given], env=env, capture_output=True, text=True, check=True
+        )
+        return proc.stdout.split()
+
+    assert args("cxx17.sh", "SPARKTRAIN_REAL_CXX", "-std=c++14", "-O3", "-c", "a.cc") == [
+        "-include", "string", "-include", "stdexcept", "-std=c++17", "-O3", "-c", "a.cc",
+    ]  # fmt: skip
+    # linking: the standard is rewritten, nothing is included
+    assert args("cxx17.sh", "SPARKTRAIN_REAL_CXX", "-std=gnu++11", "a.o", "-o", "a.so") == [
+        "-std=gnu++17", "a.o", "-o", "a.so",
+    ]  # fmt: skip
+    # nvcc: the standard only; its host compiler is gcc and gets no -include from here
+    assert args("nvcc17.sh", "SPARKTRAIN_REAL_NVCC", "-std=c++11", "-x", "cu", "-c", "k.cu") == [
+        "-std=c++17", "-x", "cu", "-c", "k.cu",
+    ]  # fmt: skip
