@@ -227,6 +227,15 @@ def test_rows_the_model_cannot_score_go_to_the_errors_table(
     messages = {r[0] for r in errors.select("error").distinct().collect()}
     assert messages == {"null feature(s): body_mass_g"}
     assert errors.where(F.col("raw").contains('"culmen_length_mm"')).count() == n_null
+    # error rows carry the same lineage as predictions, and one scoring time per run
+    lineage = errors.select("model_name", "model_version", "input_version").distinct().collect()
+    assert [tuple(r) for r in lineage] == [
+        ("infer-test-mlp", result.model_version, result.input_version)
+    ]
+    predicted = read_table(spark, result.output_table).select("scored_at").distinct().collect()
+    failed = errors.select("scored_at").distinct().collect()
+    assert len(predicted) == 1
+    assert predicted == failed
 
 
 def test_unknown_alias_fails_with_the_fix(spark: SparkSession, scenario: dict[str, Any]) -> None:

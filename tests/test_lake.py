@@ -16,7 +16,15 @@ from pyspark.testing import assertDataFrameEqual
 
 from pipeline.config import LakeConfig
 from pipeline.errors import LakeError
-from pipeline.lake import history, read_table, snapshot, transaction_version, write_table
+from pipeline.lake import (
+    ArrowTransform,
+    history,
+    prepare_write,
+    read_table,
+    snapshot,
+    transaction_version,
+    write_table,
+)
 from pipeline.lake.read import _num_rows, _to_pyarrow_schema
 from pipeline.lake.schema import spark_schema_of
 
@@ -283,3 +291,30 @@ def test_missing_tables_and_versions_name_the_fix(spark: SparkSession, lake: Pat
     write_table(spark, _frame(spark, 0, 2), str(lake / "t"), LakeConfig())
     with pytest.raises(LakeError, match=r"versions 0\.\.0; version 3 does not exist"):
         read_table(spark, str(lake / "t"), 3)
+
+
+def test_a_transformed_write_computes_its_rows_in_the_writer(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    """The rows written are the transform's (here: even ids, doubled), not the input's."""
+    source = spark.range(0, 100, numPartitions=2)
+    schema = spark_schema_of(pa.schema([("id", pa.int64()), ("twice", pa.int64())]))
+
+    def evens_doubled(batches):  # type: ignore[no-untyped-def]
+        for batch in batches:
+            ids = batch.column(0).to_numpy()
+            kept = ids[ids % 2 == 0]
+            yield pa.RecordBatch.from_arrays([pa.array(kept), pa.array(kept * 2)], ["id", "twice"])
+
+    path = str(tmp_path / "t")
+    transform = ArrowTransform(evens_doubled, schema)
+    with pytest.raises(LakeError, match="needs max_rows"):
+        prepare_write(spark, source, path, LakeConfig(), min_row_groups=1, transform=transform)
+    prepared = prepare_write(
+        spark, source, path, LakeConfig(), min_row_groups=1, max_rows=100, transform=transform
+    )
+    assert prepared.num_rows == 50
+    prepared.commit()
+    table = DeltaTable(path).to_pyarrow_table().sort_by("id")
+    assert table.column("id").to_pylist() == list(range(0, 100, 2))
+    assert table.column("twice").to_pylist() == list(range(0, 200, 4))

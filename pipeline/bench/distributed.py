@@ -80,6 +80,29 @@ def _rates(result: dict[str, Any], batch_size: int) -> tuple[float, float]:
     return fed, memory
 
 
+def _anatomy(result: dict[str, Any]) -> dict[str, float]:
+    """Rank 0's step in parts: milliseconds per step fed and from memory, the CPU seconds
+    its process used per wall second in each (1.0 = its share of a core, busy throughout),
+    the step alone without averaging, and one allreduce of all gradients."""
+    last = result["rounds"][-1]
+    steps = max(last["steps"], 1)
+    parts = result["step_parts_ms"]
+    return {
+        "fed_ms_per_step": round(1e3 * last["fed_seconds"] / steps, 3),
+        "memory_ms_per_step": round(1e3 * last["memory_seconds"] / steps, 3),
+        "fed_cpu_per_wall": round(last["fed_cpu_seconds"] / last["fed_seconds"], 3),
+        "memory_cpu_per_wall": round(last["memory_cpu_seconds"] / last["memory_seconds"], 3),
+        "compute_only_ms_per_step": round(parts["compute_ms"], 3),
+        "allreduce_ms": round(parts["allreduce_ms"], 3),
+    }
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tuple[Figure, Figure]:
     runs: dict[str, list[dict[str, Any]]] = {"horovod": [], "torch": []}
     order: list[Backend] = ["horovod", "torch"]
@@ -100,6 +123,11 @@ def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tu
     hvd_start = [r["first_step_at"] - r["launched"] for r in runs["horovod"]]
     td_start = [r["first_step_at"] - r["launched"] for r in runs["torch"]]
     steps = rank_job(cfg, table, "horovod").steps
+    anatomy = {b: [_anatomy(r) for r in runs[b]] for b in runs}
+    typical = {
+        b: {k: round(_median([a[k] for a in anatomy[b]]), 3) for k in anatomy[b][0]}
+        for b in anatomy
+    }
     setting = (
         f"{workers} ranks on Spark ({spark.sparkContext.master}), Gloo, each rank "
         f"{steps} steps per epoch of its Petastorm shard of the train split"
@@ -126,6 +154,8 @@ def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tu
             "steps_per_rank": steps,
             "horovod_fed_memory_per_launch": hvd_rates,
             "torchdistributor_fed_memory_per_launch": td_rates,
+            "step_anatomy_median": typical,
+            "step_anatomy_per_launch": anatomy,
         },
     )
     b4 = Figure(
@@ -157,6 +187,7 @@ def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tu
             "rank code with hvd.DistributedOptimizer or DistributedDataParallel"
         ),
         details={
+            "step_anatomy_median": typical,
             "horovod_start_s_per_launch": hvd_start,
             "torchdistributor_start_s_per_launch": td_start,
             "horovod_launch_total_s": [r["total_seconds"] for r in runs["horovod"]],

@@ -78,6 +78,17 @@ class _Collectives:
         ddp = DistributedDataParallel(model)  # broadcasts rank 0's parameters
         return ddp, torch.optim.Adam(ddp.parameters(), lr=lr)
 
+    def allreduce(self, tensor: torch.Tensor) -> None:
+        """Sum `tensor` across ranks in place, through the backend's own collective."""
+        if self.backend == "horovod":
+            import horovod.torch as hvd
+
+            hvd.allreduce_(tensor, op=hvd.Sum, name="bench.latency")
+        else:
+            import torch.distributed as dist
+
+            dist.all_reduce(tensor)
+
     def close(self) -> None:
         if self.backend == "horovod":
             import horovod.torch as hvd
@@ -87,6 +98,46 @@ class _Collectives:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _tensors(batch: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
+
+
+PROBE_STEPS = 300
+
+
+def _step_parts(
+    job: RankJob,
+    comm: _Collectives,
+    model: torch.nn.Module,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, float]:
+    """What one step costs, in parts: the step alone on a private copy of the model (no
+    gradient averaging), and one allreduce of all its gradients as one flat tensor."""
+    from models import build_model
+
+    local = build_model(job.family, job.model_config)
+    local.load_state_dict(getattr(model, "module", model).state_dict())
+    optimizer = torch.optim.Adam(local.parameters(), lr=job.lr)
+    started = time.perf_counter()
+    for x, y in batches:
+        optimizer.zero_grad()
+        F.cross_entropy(local(x), y).backward()
+        optimizer.step()
+    compute = time.perf_counter() - started
+    flat = torch.zeros(sum(p.numel() for p in local.parameters()))
+    comm.allreduce(flat)  # warm: the first call negotiates and allocates
+    started = time.perf_counter()
+    for _ in batches:
+        comm.allreduce(flat)
+    allreduce = time.perf_counter() - started
+    count = max(len(batches), 1)
+    return {
+        "compute_ms": 1e3 * compute / count,
+        "allreduce_ms": 1e3 * allreduce / count,
+        "gradient_floats": float(flat.numel()),
+    }
 
 
 def bench_rank(job: RankJob) -> dict[str, Any]:
@@ -113,7 +164,7 @@ def bench_rank(job: RankJob) -> dict[str, Any]:
             return float(loss.item())
 
         def epoch(seed: int) -> Any:
-            return train_batches(
+            batches = train_batches(
                 job.reader,
                 pre,
                 rank=comm.rank,
@@ -123,33 +174,43 @@ def bench_rank(job: RankJob) -> dict[str, Any]:
                 steps=job.steps,
                 buffer_rows=job.buffer_rows,
             )
+            return (_tensors(batch) for batch in batches)
 
         rounds: list[dict[str, float]] = []
         first_step_at = 0.0
         for r in range(job.rounds):
             batches = epoch(epoch_seed(job.seed, r))
             if r == 0:
-                x, y = next(batches)
-                step(torch.from_numpy(x), torch.from_numpy(y))
+                step(*next(batches))
                 first_step_at = time.time()
             kept: list[tuple[torch.Tensor, torch.Tensor]] = []
-            started = time.perf_counter()
-            for x, y in batches:
-                pair = (torch.from_numpy(x), torch.from_numpy(y))
+            started, cpu = time.perf_counter(), time.process_time()
+            for pair in batches:
                 step(*pair)
                 kept.append(pair)
-            fed = time.perf_counter() - started
-            started = time.perf_counter()
+            fed, fed_cpu = time.perf_counter() - started, time.process_time() - cpu
+            started, cpu = time.perf_counter(), time.process_time()
             for pair in kept:
                 step(*pair)
-            memory = time.perf_counter() - started
-            rounds.append({"steps": len(kept), "fed_seconds": fed, "memory_seconds": memory})
+            memory, memory_cpu = time.perf_counter() - started, time.process_time() - cpu
+            rounds.append(
+                {
+                    "steps": len(kept),
+                    "fed_seconds": fed,
+                    "memory_seconds": memory,
+                    # CPU seconds of this rank's process, all its threads: near the wall
+                    # seconds when the rank's share of the cores is saturated
+                    "fed_cpu_seconds": fed_cpu,
+                    "memory_cpu_seconds": memory_cpu,
+                }
+            )
         return {
             "rank": comm.rank,
             "size": comm.size,
             "entered": entered,
             "first_step_at": first_step_at,
             "rounds": rounds,
+            "step_parts_ms": _step_parts(job, comm, model, kept[:PROBE_STEPS]),
         }
     finally:
         comm.close()

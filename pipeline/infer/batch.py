@@ -11,6 +11,7 @@ One run:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -23,13 +24,24 @@ import mlflow
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DataType, NumericType, StringType
+from pyspark.sql.types import (
+    ArrayType,
+    DataType,
+    LongType,
+    NumericType,
+    StringType,
+    StructField,
+    StructType,
+    TimestampType,
+    _parse_datatype_string,
+)
 
 from pipeline.config import Config
 from pipeline.errors import InferenceError
 from pipeline.infer.model_ref import ModelRef, default_model_uri, resolve
-from pipeline.infer.scoring import ERROR_COLUMN, RAW_COLUMN, scored_struct
+from pipeline.infer.scoring import BatchScorer
 from pipeline.lake import (
+    ArrowTransform,
     PreparedWrite,
     prepare_write,
     read_table,
@@ -37,10 +49,17 @@ from pipeline.lake import (
     table_exists,
     transaction_version,
 )
+from pipeline.lake.schema import arrow_schema_of
 
 _logger = logging.getLogger(__name__)
 
-LINEAGE_COLUMNS = ["model_name", "model_version", "run_id", "input_version", "scored_at"]
+LINEAGE_FIELDS = [
+    StructField("model_name", StringType(), True),
+    StructField("model_version", LongType(), True),
+    StructField("run_id", StringType(), True),
+    StructField("input_version", LongType(), True),
+    StructField("scored_at", TimestampType(), True),
+]
 
 
 @dataclass(frozen=True)
@@ -214,37 +233,57 @@ def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
             todo = todo.join(done, on=keys, how="left_anti")
 
     # One scoring time for the run, so predictions and errors of a run carry the same one.
-    scored_at = F.lit(dt.datetime.now(dt.UTC)).cast("timestamp")
-    lineage = [
-        F.lit(ref.name).alias("model_name"),
-        F.lit(ref.version).cast("long").alias("model_version"),
-        F.lit(ref.run_id).alias("run_id"),
-        F.lit(snap.version).cast("long").alias("input_version"),
-        scored_at.alias("scored_at"),
+    constants = {
+        "model_name": ref.name,
+        "model_version": ref.version,
+        "run_id": ref.run_id,
+        "input_version": snap.version,
+        "scored_at": dt.datetime.now(dt.UTC),
+    }
+    source = todo.select(*keys, *model.features)
+    key_fields = [source.schema[k] for k in keys]
+    output_fields = [StructField(n, _parse_datatype_string(t), True) for n, t in model.outputs]
+    error_fields = [
+        StructField("error", StringType(), True),
+        StructField("raw", StringType(), True),
     ]
-    outputs = [name for name, _ in model.outputs]
+    scored_schema = StructType([*key_fields, *output_fields, *LINEAGE_FIELDS])
+    failed_schema = StructType([*key_fields, *error_fields, *LINEAGE_FIELDS])
     failures = spark.sparkContext.accumulator(0)
-    result = scored_struct(
-        os.path.basename(model.local_dir), model.features, model.outputs, failures
+    scorer = BatchScorer(
+        model_dir=os.path.basename(model.local_dir),
+        keys=keys,
+        features=model.features,
+        outputs=[name for name, _ in model.outputs],
+        constants=constants,
+        schema=arrow_schema_of(scored_schema),
+        failures=failures,
     )
-    # Only the keys ride along with the UDF; failed rows bring their raw values back in _raw.
-    scored = todo.select(*keys, result.alias("_r")).select(*keys, "_r.*")
-    ok = scored.where(F.col(ERROR_COLUMN).isNull()).select(*keys, *outputs, *lineage)
-    bad = scored.where(F.col(ERROR_COLUMN).isNotNull()).select(
-        *keys, F.col(ERROR_COLUMN).alias("error"), F.col(RAW_COLUMN).alias("raw"), *lineage
-    )
-    # One pass scores every row and writes the prediction files (not committed yet); the
-    # input's row count bounds the output's, so the writer need not cache and count it
-    # first. Only when that pass saw failures does a second one collect the failed rows:
-    # bad input is the rare case, and a cached copy of all scored rows cost more than
-    # scoring them (benchmark B5).
+    # One pass scores every row and writes the prediction files (not committed yet),
+    # scoring inside the writer's own Python pass. The input's row count bounds the
+    # output's, so the writer need not count first. Only when that pass saw failures
+    # does a second one write the failed rows: bad input is the rare case, and a
+    # cached copy of all scored rows cost more than scoring them (benchmark B5).
     bound = rows.count() if cfg.infer.split else snap.num_rows
-    ok_write = _prepare(spark, cfg, ok, output_path, aid, snap.version, bound)
+    scored = ArrowTransform(scorer, scored_schema)
+    ok_write = _prepare(spark, cfg, source, output_path, aid, snap.version, bound, scored)
     n_ok, n_bad = ok_write.num_rows, 0
     # Errors first: if the job dies between the two commits, the retry finds
     # the error rows done and scores only the rest.
     if failures.value:
-        bad_write = _prepare(spark, cfg, bad, errors_path, aid, snap.version, bound)
+        failed = dataclasses.replace(
+            scorer, keep="failed", schema=arrow_schema_of(failed_schema), failures=None
+        )
+        bad_write = _prepare(
+            spark,
+            cfg,
+            source,
+            errors_path,
+            aid,
+            snap.version,
+            bound,
+            ArrowTransform(failed, failed_schema),
+        )
         n_bad = bad_write.num_rows
         if n_bad:
             bad_write.commit()
@@ -276,8 +315,10 @@ def _prepare(
     aid: str,
     version: int,
     max_rows: int | None,
+    transform: ArrowTransform,
 ) -> PreparedWrite:
-    """Write `df`'s files for an append under the app transaction; commit them later."""
+    """Write the rows `transform` makes of `df` for an append under the app transaction;
+    commit them later."""
     return prepare_write(
         spark,
         df,
@@ -289,6 +330,7 @@ def _prepare(
         min_row_groups=1,
         description=f"batch inference {aid} input v{version}",
         max_rows=max_rows,
+        transform=transform,
     )
 
 

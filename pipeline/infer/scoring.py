@@ -1,6 +1,6 @@
-"""The pandas iterator UDF that scores rows with a pyfunc model.
+"""Scoring rows with a pyfunc model, batch by batch, inside the writer's Python pass.
 
-The model is shipped to executors once with `SparkContext.addFile` and loaded
+The model is shipped to executors once (`SparkContext.addArchive`) and loaded
 once per Python worker (cached for the worker's life), then predicts whole
 Arrow batches. A batch that fails is retried row by row so that one bad row
 becomes an error row, with its raw values, instead of failing the job.
@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pyspark import Accumulator
-from pyspark.sql import Column
-from pyspark.sql import functions as F
-from pyspark.sql.pandas.functions import pandas_udf
-from pyspark.sql.types import StructField, StructType, _parse_datatype_string
 
 _logger = logging.getLogger(__name__)
 
 ERROR_COLUMN = "_error"
-RAW_COLUMN = "_raw"  # JSON of a failed row's feature values; null for scored rows
 
 # Loaded models by local path: one load per Python worker process.
 _MODELS: dict[str, Any] = {}
@@ -59,14 +56,6 @@ def _use_task_cores() -> None:
     context = TaskContext.get()
     cores = context.cpus() if context is not None else 1
     torch.set_num_threads(max(1, cores))
-
-
-def result_type(outputs: list[tuple[str, str]]) -> StructType:
-    fields = [StructField(name, _parse_datatype_string(kind), True) for name, kind in outputs]
-    text = _parse_datatype_string("string")
-    return StructType(
-        [*fields, StructField(ERROR_COLUMN, text, True), StructField(RAW_COLUMN, text, True)]
-    )
 
 
 def _null_features(batch: pd.DataFrame) -> np.ndarray:
@@ -137,43 +126,52 @@ def raw_json(batch: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def scoring_udf(
-    model_dir: str,
-    features: list[str],
-    outputs: list[tuple[str, str]],
-    failures: Accumulator[int] | None = None,
-) -> Callable[[Column], Column]:
-    """A pandas iterator UDF over `struct(*features)` returning the output struct.
+@dataclass(frozen=True, kw_only=True)
+class BatchScorer:
+    """The scoring pass, as a function of Arrow batches (the writer runs it; see
+    `pipeline.lake.ArrowTransform`).
 
-    Failed rows carry their raw values in `_raw`, so the caller needs no copy of the
-    features next to the UDF; `failures` (an accumulator) counts them, so a caller
-    can tell after one pass whether any row failed.
+    Input batches hold the key and feature columns. Output batches hold, with
+    keep="scored", the keys, the model's outputs and `constants` of the rows the
+    model scored; with keep="failed", the keys, the error, the raw feature values
+    (JSON) and `constants` of the rows it could not score. `failures` (an
+    accumulator) counts failed rows, so the caller knows after one pass whether a
+    second one, for the failed rows, is needed at all.
     """
-    names = [name for name, _ in outputs]
 
-    @pandas_udf(result_type(outputs))  # type: ignore[call-overload]
-    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = _load(model_dir)
+    model_dir: str
+    keys: list[str]
+    features: list[str]
+    outputs: list[str]
+    constants: dict[str, Any]  # one value for every row: model, version, run, input, time
+    schema: pa.Schema  # of the output batches
+    keep: Literal["scored", "failed"] = "scored"
+    failures: Accumulator[int] | None = None
+
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        model = _load(self.model_dir)
         for batch in batches:
-            frame = batch[features]
-            out = score_frame(model.predict, frame, names)
-            failed = out[ERROR_COLUMN].notna().to_numpy()
-            out[RAW_COLUMN] = raw_json(frame, failed)
-            if failures is not None:
-                failures.add(int(failed.sum()))
-            yield out
+            out = self._score(model, pa.Table.from_batches([batch]))
+            if out is not None:
+                yield from out.to_batches()
 
-    # Non-deterministic in Spark's eyes, so its optimizer never copies the call into a
-    # filter pushed below it: `where(_error is null)` over the result would otherwise
-    # score every row twice (seen in the plan of batch inference, benchmark B5).
-    return score.asNondeterministic()
-
-
-def scored_struct(
-    model_dir: str,
-    features: list[str],
-    outputs: list[tuple[str, str]],
-    failures: Accumulator[int] | None = None,
-) -> Column:
-    udf = scoring_udf(model_dir, features, outputs, failures)
-    return udf(F.struct(*[F.col(f) for f in features]))
+    def _score(self, model: Any, rows: pa.Table) -> pa.Table | None:
+        frame = rows.select(self.features).to_pandas()
+        scored = score_frame(model.predict, frame, self.outputs)
+        failed = scored[ERROR_COLUMN].notna().to_numpy()
+        if self.failures is not None:
+            self.failures.add(int(failed.sum()))
+        keep = failed if self.keep == "failed" else ~failed
+        picked = np.flatnonzero(keep)
+        if len(picked) == 0:
+            return None
+        values: dict[str, Any] = {k: rows.column(k).take(picked) for k in self.keys}
+        if self.keep == "scored":
+            values.update({n: scored[n].to_numpy()[picked] for n in self.outputs})
+        else:
+            values["error"] = scored[ERROR_COLUMN].to_numpy()[picked]
+            values["raw"] = raw_json(frame, keep)[picked]
+        values.update({name: [value] * len(picked) for name, value in self.constants.items()})
+        return pa.table(
+            [pa.array(values[f.name], type=f.type) for f in self.schema], schema=self.schema
+        )

@@ -12,6 +12,7 @@ from pipeline.lake.read import (
     transaction_version,
 )
 from pipeline.lake.write import (
+    ArrowTransform,
     CommitResult,
     PreparedWrite,
     prepare_write,
@@ -20,6 +21,7 @@ from pipeline.lake.write import (
 )
 
 __all__ = [
+    "ArrowTransform",
     "CommitResult",
     "PreparedWrite",
     "Snapshot",

@@ -16,7 +16,7 @@ import math
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,8 +240,19 @@ def _split_by_partition(
         yield [partition_string(key[c]) for c in partition_by], part
 
 
-def write_files(plan: FilePlan, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: write this task's rows, yield one result row per file written."""
+BatchTransform = Callable[[Iterable[pa.RecordBatch]], Iterable[pa.RecordBatch]]
+
+
+def write_files(
+    plan: FilePlan, batches: Iterable[pa.RecordBatch], transform: BatchTransform | None = None
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: write this task's rows, yield one result row per file written.
+
+    `transform` turns the input batches into the rows to write in this same
+    Python pass (see `prepare_write`).
+    """
+    if transform is not None:
+        batches = transform(batches)
     fs, base = (
         pafs.FileSystem.from_uri(plan.root)
         if "://" in plan.root
