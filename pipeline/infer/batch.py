@@ -48,6 +48,7 @@ from pipeline.lake import (
     snapshot,
     table_exists,
     transaction_version,
+    version_if_exists,
 )
 from pipeline.lake.schema import arrow_schema_of
 
@@ -346,10 +347,9 @@ def _result(
     skipped: bool,
     rows_skipped: int = 0,
 ) -> InferenceResult:
-    if version < 0 and table_exists(output):
-        from pipeline.lake import latest_version
-
-        version = latest_version(output)
+    if version < 0:
+        latest = version_if_exists(output)
+        version = -1 if latest is None else latest
     return InferenceResult(
         output_table=output,
         errors_table=errors,

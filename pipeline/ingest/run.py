@@ -39,11 +39,11 @@ from pipeline.ingest.dedup import drop_seen, keep_first
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
 from pipeline.ingest.splits import SPLITS, assign_split
 from pipeline.lake import (
-    latest_version,
     prepare_write,
     read_table,
     table_exists,
     transaction_version,
+    version_if_exists,
 )
 
 _logger = logging.getLogger(__name__)
@@ -85,8 +85,8 @@ def run_ingest(cfg: Config, spark: SparkSession) -> dict[str, Any]:
         _logger.info("%s: input already ingested (%s); nothing to do", clean_path, app_id)
         return {
             **base,
-            "version": _latest(clean_path),
-            "rejects_version": _latest(rejects_path),
+            "version": version_if_exists(clean_path),
+            "rejects_version": version_if_exists(rejects_path),
             "skipped": True,
             "rows_in": 0,
             "rows_ok": 0,
@@ -102,10 +102,6 @@ def run_ingest(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     finally:
         for df in persisted:
             df.unpersist()
-
-
-def _latest(path: str) -> int | None:
-    return latest_version(path) if table_exists(path) else None
 
 
 def _mixed(ok: DataFrame, shuffled: bool) -> DataFrame:

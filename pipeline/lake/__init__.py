@@ -10,6 +10,7 @@ from pipeline.lake.read import (
     table_exists,
     table_location,
     transaction_version,
+    version_if_exists,
 )
 from pipeline.lake.write import (
     ArrowTransform,
@@ -35,5 +36,6 @@ __all__ = [
     "table_exists",
     "table_location",
     "transaction_version",
+    "version_if_exists",
     "write_table",
 ]

@@ -149,6 +149,11 @@ def latest_version(path: str) -> int:
     return _open(path).version()
 
 
+def version_if_exists(path: str) -> int | None:
+    """The table's latest version, or None where no table is (yet)."""
+    return latest_version(path) if table_exists(path) else None
+
+
 def transaction_version(path: str, app_id: str) -> int | None:
     """The last version committed by application `app_id` (its `txn` action), if any."""
     if not table_exists(path):
