@@ -154,6 +154,10 @@ def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tu
             "steps_per_rank": steps,
             "horovod_fed_memory_per_launch": hvd_rates,
             "torchdistributor_fed_memory_per_launch": td_rates,
+            # fed / memory within each launch: both phases ran in the same ranks moments
+            # apart, so these pairs are free of launch-to-launch noise
+            "horovod_paired_ratios": [round(f / m, 3) for f, m in hvd_rates],
+            "torchdistributor_paired_ratios": [round(f / m, 3) for f, m in td_rates],
             "step_anatomy_median": typical,
             "step_anatomy_per_launch": anatomy,
         },
