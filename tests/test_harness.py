@@ -88,3 +88,38 @@ def test_spark_submit_runs_a_job_and_prints_the_summary_last() -> None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     # spark-submit's --master wins over the config's local[2]
     assert summary["spark_master"] == "local[1]"
+
+
+def test_third_party_chatter_through_the_root_logger_is_dropped_below_debug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Horovod's rendezvous server logs every key it stores via logging.info on the root
+    logger; jobs hide that below DEBUG, but keep its warnings and everything of ours."""
+    import logging
+    import os
+
+    from pipeline.logs import setup_logging
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+
+    def emit(path: str, level: int, message: str) -> None:
+        root.handle(logging.LogRecord("root", level, path, 1, message, None, None))
+
+    horovod = os.path.join(os.sep, "venv", "site-packages", "horovod", "runner", "http", "s.py")
+    ours = str(REPO / "pipeline" / "launch.py")
+    try:
+        setup_logging("INFO")
+        emit(horovod, logging.INFO, "scope global has keys ['rank_0']")
+        emit(horovod, logging.WARNING, "rendezvous is slow")
+        emit(ours, logging.INFO, "launching 2 Horovod ranks")
+        shown = capsys.readouterr().err
+        assert "scope global has keys" not in shown
+        assert "rendezvous is slow" in shown
+        assert "launching 2 Horovod ranks" in shown
+        setup_logging("DEBUG")
+        emit(horovod, logging.INFO, "scope global has keys ['rank_0']")
+        assert "scope global has keys" in capsys.readouterr().err
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
