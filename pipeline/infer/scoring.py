@@ -165,13 +165,18 @@ class BatchScorer:
         picked = np.flatnonzero(keep)
         if len(picked) == 0:
             return None
-        values: dict[str, Any] = {k: rows.column(k).take(picked) for k in self.keys}
+        values: dict[str, Any] = {}
         if self.keep == "scored":
             values.update({n: scored[n].to_numpy()[picked] for n in self.outputs})
         else:
             values["error"] = scored[ERROR_COLUMN].to_numpy()[picked]
             values["raw"] = raw_json(frame, keep)[picked]
         values.update({name: [value] * len(picked) for name, value in self.constants.items()})
-        return pa.table(
-            [pa.array(values[f.name], type=f.type) for f in self.schema], schema=self.schema
-        )
+        columns = [
+            # keys stay Arrow arrays: pa.array() over a ChunkedArray walks it value by value
+            rows.column(f.name).take(picked).combine_chunks().cast(f.type)
+            if f.name in self.keys
+            else pa.array(values[f.name], type=f.type)
+            for f in self.schema
+        ]
+        return pa.table(columns, schema=self.schema)
