@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import time
 from typing import Any
 
@@ -97,12 +98,6 @@ def _anatomy(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tuple[Figure, Figure]:
     runs: dict[str, list[dict[str, Any]]] = {"horovod": [], "torch": []}
     order: list[Backend] = ["horovod", "torch"]
@@ -125,7 +120,7 @@ def bench_distributed(spark: SparkSession, cfg: Config, table: BenchTable) -> tu
     steps = rank_job(cfg, table, "horovod").steps
     anatomy = {b: [_anatomy(r) for r in runs[b]] for b in runs}
     typical = {
-        b: {k: round(_median([a[k] for a in anatomy[b]]), 3) for k in anatomy[b][0]}
+        b: {k: round(statistics.median(a[k] for a in anatomy[b]), 3) for k in anatomy[b][0]}
         for b in anatomy
     }
     setting = (

@@ -100,6 +100,17 @@ class _Collectives:
             dist.destroy_process_group()
 
 
+def train_step(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> float:
+    """One step as the training loop takes it: forward, cross-entropy, backward, update."""
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return float(loss.item())
+
+
 def _tensors(batch: tuple[Any, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(batch[0]), torch.from_numpy(batch[1])
 
@@ -122,9 +133,7 @@ def _step_parts(
     optimizer = torch.optim.Adam(local.parameters(), lr=job.lr)
     started = time.perf_counter()
     for x, y in batches:
-        optimizer.zero_grad()
-        F.cross_entropy(local(x), y).backward()
-        optimizer.step()
+        train_step(local, optimizer, x, y)
     compute = time.perf_counter() - started
     flat = torch.zeros(sum(p.numel() for p in local.parameters()))
     comm.allreduce(flat)  # warm: the first call negotiates and allocates
@@ -157,11 +166,7 @@ def bench_rank(job: RankJob) -> dict[str, Any]:
         model.train()
 
         def step(x: torch.Tensor, y: torch.Tensor) -> float:
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            return float(loss.item())
+            return train_step(model, optimizer, x, y)
 
         def epoch(seed: int) -> Any:
             batches = train_batches(

@@ -41,9 +41,9 @@ def _rss_mib() -> float:
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
     from models import build_model
+    from pipeline.bench.ranks import train_step
     from pipeline.train.data import ReaderSpec, train_batches
     from pipeline.train.preprocess import Preprocessor
 
@@ -65,9 +65,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         steps=job["steps"],
         buffer_rows=job["buffer_rows"],
     ):
-        optimizer.zero_grad()
-        F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
-        optimizer.step()
+        train_step(model, optimizer, torch.from_numpy(x), torch.from_numpy(y))
         steps += 1
     peak = peak_rss_mib()
     return {
