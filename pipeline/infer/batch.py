@@ -291,8 +291,7 @@ def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
     # an empty commit still records the transaction once the table exists
     version = ok_write.commit().version if n_ok or table_exists(output_path) else -1
     # rows this model version had already scored (or failed) in earlier runs
-    rows_in = bound if cfg.infer.split else (snap.num_rows or 0)
-    skipped_before = (rows_in or 0) - (n_ok + n_bad)
+    skipped_before = (bound or 0) - (n_ok + n_bad)
     _logger.info("scored %d rows, %d errors, with %s", n_ok, n_bad, ref.uri)
     return _result(
         output_path,

@@ -232,8 +232,11 @@ def prepare_write(
         if transform is not None:
             df = df.mapInArrow(transform.fn, transform.schema)
         return _prepare_delta_spark(df, path, mode, parts, app_id, app_version, min_groups, lake)
-    use_bound = max_rows is not None and min_groups == 1 and not parts
-    bound = {partition_key([]): max_rows} if use_bound and max_rows is not None else None
+    bound = (
+        {partition_key([]): max_rows}
+        if max_rows is not None and min_groups == 1 and not parts
+        else None
+    )
     return _prepare_delta_rs(
         df,
         path,
@@ -342,7 +345,8 @@ def _prepare_delta_rs(
     ]
     num_rows = sum(int(row["num_rows"]) for row in files)
     row_groups = sum(int(row["row_groups"]) for row in files)
-    if transform is None and known_counts is None and num_rows != sum(counts.values()):
+    # a transformed write always comes with known counts (prepare_write checks)
+    if known_counts is None and num_rows != sum(counts.values()):
         _logger.warning(
             "%s: counted %d rows but wrote %d; the input is not deterministic",
             path,
