@@ -130,7 +130,8 @@ class DataConfig:
     features: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
     label: str | None = None
-    task: Literal["classification", "regression", "anomaly"] = "classification"
+    # A task registered in pipeline/contract/tasks.py (TASKS); checked when training.
+    task: str = "classification"
     id: list[str] = field(default_factory=list)
     table: str = ""
     version: int | None = None
@@ -156,7 +157,16 @@ class ModelConfig:
     """Model family and sizes. `name` is the registered model name in MLflow."""
 
     name: str = "sparktrain-model"
-    family: Literal["mlp", "cnn", "autoencoder"] = "mlp"
+    # A family registered in pipeline/contract/specs.py (SPECS): mlp, cnn, autoencoder, or
+    # custom (your own nn.Module, see README "Your own model"); checked when training.
+    family: str = "mlp"
+    # family=custom: the class ("my_pkg.nets:MyNet"), extra constructor arguments, and
+    # the input kind it takes (which sizes it is given: see specs.DERIVED_ARGS).
+    module: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    input: Literal["tabular", "image", "sequence"] = "tabular"
+    # Any family: "my_pkg.losses:focal" replaces the task's loss, called as fn(outputs, target).
+    loss: str | None = None
     hidden: list[int] = field(default_factory=lambda: [64, 32])
     dropout: float = 0.0
     channels: list[int] = field(default_factory=lambda: [16, 32])
@@ -172,6 +182,11 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if (self.module or self.kwargs) and self.family != "custom":
+            raise ConfigError(
+                f"model.module/model.kwargs are set but model.family={self.family}; set "
+                "model.family=custom to train your own nn.Module, or drop them"
+            )
 
 
 @dataclass(kw_only=True)

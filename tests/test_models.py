@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import CNN, MLP, Autoencoder, build_model
+from models import CNN, MLP, Autoencoder
+from pipeline.contract.specs import build_network
+from pipeline.errors import ConfigError
 
 
 def test_mlp_maps_features_to_logits() -> None:
-    model = build_model("mlp", {"in_features": 7, "out_features": 3, "hidden": [8, 4]})
+    model = build_network("mlp", {"in_features": 7, "out_features": 3, "hidden": [8, 4]})
     assert isinstance(model, MLP)
     assert model(torch.zeros(5, 7)).shape == (5, 3)
     # two hidden Linear layers plus the head
@@ -17,7 +19,7 @@ def test_mlp_maps_features_to_logits() -> None:
 
 
 def test_cnn_takes_flat_hwc_images() -> None:
-    model = build_model(
+    model = build_network(
         "cnn", {"height": 8, "width": 8, "in_channels": 1, "out_features": 10, "channels": [4, 8]}
     )
     assert isinstance(model, CNN)
@@ -29,7 +31,7 @@ def test_cnn_takes_flat_hwc_images() -> None:
 
 def test_cnn_channel_layout_is_hwc() -> None:
     """Pixel (row 0, col 1, channel 1) of a flat HWC vector lands at [n, 1, 0, 1] in NCHW."""
-    model = build_model(
+    model = build_network(
         "cnn", {"height": 2, "width": 2, "in_channels": 2, "out_features": 2, "channels": [1]}
     )
     seen: list[torch.Tensor] = []
@@ -42,7 +44,7 @@ def test_cnn_channel_layout_is_hwc() -> None:
 
 
 def test_autoencoder_reconstructs_and_scores_rows() -> None:
-    model = build_model("autoencoder", {"in_features": 6, "hidden": [5], "latent": 2})
+    model = build_network("autoencoder", {"in_features": 6, "hidden": [5], "latent": 2})
     assert isinstance(model, Autoencoder)
     x = torch.rand(4, 6)
     assert model(x).shape == (4, 6)
@@ -55,7 +57,7 @@ def test_mlp_learns_a_separable_problem() -> None:
     torch.manual_seed(0)
     x = torch.randn(256, 2)
     y = (x[:, 0] + x[:, 1] > 0).long()
-    model = build_model("mlp", {"in_features": 2, "out_features": 2, "hidden": [16]})
+    model = build_network("mlp", {"in_features": 2, "out_features": 2, "hidden": [16]})
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     for _ in range(100):
         opt.zero_grad()
@@ -70,7 +72,7 @@ def test_autoencoder_scores_off_manifold_rows_higher() -> None:
     torch.manual_seed(0)
     t = torch.randn(512, 1)
     normal = torch.cat([t, 2 * t, -t], dim=1)  # rows on a 1-d line in 3-d
-    model = build_model("autoencoder", {"in_features": 3, "hidden": [8], "latent": 1})
+    model = build_network("autoencoder", {"in_features": 3, "hidden": [8], "latent": 1})
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     for _ in range(300):
         opt.zero_grad()
@@ -86,13 +88,13 @@ def test_autoencoder_scores_off_manifold_rows_higher() -> None:
 
 
 def test_factory_rejects_unknown_family_and_bad_sizes() -> None:
-    with pytest.raises(ValueError, match="unknown model family 'rnn'"):
-        build_model("rnn", {})
-    with pytest.raises(ValueError, match="invalid sizes for a mlp model"):
-        build_model("mlp", {"in_features": 3})
-    with pytest.raises(ValueError, match="MLP sizes must be >= 1"):
-        build_model("mlp", {"in_features": 0, "out_features": 2})
-    with pytest.raises(ValueError, match="dropout"):
-        build_model(
+    with pytest.raises(ConfigError, match="unknown model family 'rnn'"):
+        build_network("rnn", {})
+    with pytest.raises(ConfigError, match="invalid sizes for a mlp model"):
+        build_network("mlp", {"in_features": 3})
+    with pytest.raises(ConfigError, match="MLP sizes must be >= 1"):
+        build_network("mlp", {"in_features": 0, "out_features": 2})
+    with pytest.raises(ConfigError, match="dropout"):
+        build_network(
             "cnn", {"height": 8, "width": 8, "in_channels": 1, "out_features": 2, "dropout": 1.5}
         )

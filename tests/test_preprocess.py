@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from pipeline.config import DataConfig
+from pipeline.contract.preprocess import Feature, Preprocessor
+from pipeline.contract.tasks import Label
 from pipeline.errors import ConfigError, DataError, TrainingError
 from pipeline.lake.read import snapshot
 from pipeline.train.data import (
@@ -23,7 +25,6 @@ from pipeline.train.data import (
     train_batches,
 )
 from pipeline.train.fit import count_splits, fit_preprocessor
-from pipeline.train.preprocess import Feature, Label, Preprocessor
 from tests.train_helpers import toy_rows, write_delta
 
 ROWS = [
@@ -84,7 +85,7 @@ def test_labels_encode_per_task() -> None:
     targets, usable = reg.label_targets(pd.Series([12.0, None]))
     assert targets[0] == pytest.approx(1.0)
     assert usable.tolist() == [True, False]
-    np.testing.assert_allclose(reg.unscale(np.array([1.0, -1.0])), [12.0, 8.0])
+    np.testing.assert_allclose(reg.task.to_label_units(reg.label, np.array([1.0, -1.0])), [12, 8])
     anomaly = Preprocessor(features=[], label=Label(name="y", task="anomaly", normal=["ok"]))
     targets, usable = anomaly.label_targets(np.array(["ok", "bad"]))
     assert targets.tolist() == [0.0, 1.0]
@@ -235,10 +236,10 @@ def test_fewer_row_groups_than_ranks_is_a_clear_error(tmp_path: Path) -> None:
 def test_category_codes_agree_for_every_input_form_and_vocabulary_size() -> None:
     """The comparison path for small vocabularies and pd.Categorical for large ones give the
     same codes, whether values come as str objects, numpy unicode, with None or as booleans."""
-    from pipeline.train import preprocess
+    from pipeline.contract import encoding
 
     small = ["a", "b", "None", "True"]
-    large = small + [f"v{i}" for i in range(preprocess.SMALL_VOCABULARY)]
+    large = small + [f"v{i}" for i in range(encoding.SMALL_VOCABULARY)]
     forms = [
         np.array(["b", "a", "zz", "b"], dtype=object),  # pandas / pyarrow strings
         np.array(["b", "a", "zz", "b"]),  # Petastorm's numpy unicode
@@ -246,8 +247,8 @@ def test_category_codes_agree_for_every_input_form_and_vocabulary_size() -> None
         np.array([True, False], dtype=object),  # booleans become "True"/"False"
     ]
     for values in forms:
-        fast = preprocess._codes(values, small)
-        hashed = preprocess._codes(values, large)
+        fast = encoding.codes(values, small)
+        hashed = encoding.codes(values, large)
         assert fast.tolist() == hashed.tolist()
         expected = [small.index(v) if v in small else -1 for v in np.asarray(values).astype(str)]
         assert fast.tolist() == expected

@@ -17,9 +17,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import Config
+from pipeline.contract.serving import output_schema
 from pipeline.train.checkpoint import load_checkpoint
 from pipeline.train.job import run_training
-from pipeline.train.serving import output_schema
 from tests.helpers import run_job, summary_of
 from tests.train_helpers import REPO, ingested_lake, train_config
 

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from models import build_model
-from pipeline.train.preprocess import Feature, Label, Preprocessor
-from pipeline.train.serving import Scorer, output_schema
+from pipeline.contract.preprocess import Feature, Preprocessor
+from pipeline.contract.serving import Scorer, output_schema
+from pipeline.contract.specs import build_network
+from pipeline.contract.tasks import Label
+from pipeline.errors import ConfigError
 from pipeline.train.tracking import log_scorer
 from tests.train_helpers import use_tmp_experiment
 
@@ -51,7 +53,7 @@ def scorer(task: str) -> Scorer:
             },
         )
     )
-    network = build_model(family, config)
+    network = build_network(family, config)
     return Scorer.from_state(
         pre, family, config, network.state_dict(), threshold=0.5 if task == "anomaly" else None
     )
@@ -64,7 +66,7 @@ def test_output_schema_per_task() -> None:
     ]
     assert output_schema("regression") == [("prediction", "double")]
     assert output_schema("anomaly") == [("score", "double"), ("prediction", "boolean")]
-    with pytest.raises(ValueError, match="unknown task 'ranking'"):
+    with pytest.raises(ConfigError, match="unknown task 'ranking'"):
         output_schema("ranking")
 
 
@@ -113,3 +115,20 @@ def test_logged_pyfunc_round_trip(task: str) -> None:
     pd.testing.assert_frame_equal(got, s.predict(ROWS), check_exact=False, rtol=1e-6)
     assert model.metadata.metadata == {"task": task}
     assert model.metadata.get_input_schema().input_names() == ["x", "color"]
+
+
+def test_logged_model_ships_only_the_contract_and_models(tmp_path: Path) -> None:
+    """Not all of pipeline/: the contract package, the errors it raises, and models/."""
+    with mlflow.start_run():
+        info = log_scorer(scorer("regression"), ROWS[["x", "color"]].head(2), {})
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path)))
+    code = local / "code"
+    shipped = sorted(
+        str(p.relative_to(code)) for p in code.rglob("*.py") if "__pycache__" not in p.parts
+    )
+    assert sorted({s.split("/")[0] for s in shipped}) == ["models", "pipeline"]
+    assert sorted({"/".join(s.split("/")[:2]) for s in shipped if s.startswith("pipeline/")}) == [
+        "pipeline/__init__.py",
+        "pipeline/contract",
+        "pipeline/errors.py",
+    ]

@@ -27,10 +27,10 @@ from pipeline.bench.table import BenchTable
 from pipeline.bench.timing import alternate, timed
 from pipeline.bench.workspace import Workspace
 from pipeline.config import Config
+from pipeline.contract.serving import Scorer, output_schema
 from pipeline.infer import run_batch_inference
 from pipeline.lake import read_table
 from pipeline.train.job import run_training
-from pipeline.train.serving import Scorer, output_schema
 
 _logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def bench_infer(spark: SparkSession, cfg: Config, ws: Workspace, table: BenchTab
     model_uri = train_model(spark, cfg)
     keys = list(cfg.infer.key or cfg.data.id)
     features = table.pre.feature_names
-    result_type = ", ".join(f"{n} {t}" for n, t in output_schema(table.pre.label.task))
+    result_type = ", ".join(f"{n} {t}" for n, t in output_schema(table.pre.task.name))
     runs = itertools.count()
     scored: list[int] = []
 

@@ -126,9 +126,9 @@ def _step_parts(
 ) -> dict[str, float]:
     """What one step costs, in parts: the step alone on a private copy of the model (no
     gradient averaging), and one allreduce of all its gradients as one flat tensor."""
-    from models import build_model
+    from pipeline.contract.specs import build_network
 
-    local = build_model(job.family, job.model_config)
+    local = build_network(job.family, job.model_config)
     local.load_state_dict(getattr(model, "module", model).state_dict())
     optimizer = torch.optim.Adam(local.parameters(), lr=job.lr)
     started = time.perf_counter()
@@ -151,9 +151,9 @@ def _step_parts(
 
 def bench_rank(job: RankJob) -> dict[str, Any]:
     """Run the phases above; return this rank's timings (wall-clock times are time.time())."""
-    from models import build_model
+    from pipeline.contract.preprocess import Preprocessor
+    from pipeline.contract.specs import build_network
     from pipeline.train.data import epoch_seed, train_batches
-    from pipeline.train.preprocess import Preprocessor
 
     entered = time.time()
     threads = torch.get_num_threads()
@@ -162,7 +162,9 @@ def bench_rank(job: RankJob) -> dict[str, Any]:
     try:
         torch.manual_seed(job.seed)
         pre = Preprocessor.from_json(job.preprocessor)
-        model, optimizer = comm.wrap(build_model(job.family, job.model_config), job.lr * comm.size)
+        model, optimizer = comm.wrap(
+            build_network(job.family, job.model_config), job.lr * comm.size
+        )
         model.train()
 
         def step(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -42,15 +42,15 @@ def _rss_mib() -> float:
 def measure(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from models import build_model
     from pipeline.bench.ranks import train_step
+    from pipeline.contract.preprocess import Preprocessor
+    from pipeline.contract.specs import build_network
     from pipeline.train.data import ReaderSpec, train_batches
-    from pipeline.train.preprocess import Preprocessor
 
     torch.set_num_threads(job["threads"])
     torch.manual_seed(0)
     pre = Preprocessor.from_json(job["preprocessor"])
-    model = build_model(job["family"], job["model_config"])
+    model = build_network(job["family"], job["model_config"])
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     after_imports = _rss_mib()
     started = time.perf_counter()

@@ -8,11 +8,11 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from pipeline.config import Config
+from pipeline.contract.preprocess import Preprocessor
 from pipeline.lake.read import Snapshot, read_table, snapshot
 from pipeline.train.data import SPLIT, ReaderSpec, count_row_groups, file_uris, steps_per_epoch
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor
 from pipeline.train.job import model_config
-from pipeline.train.preprocess import Preprocessor
 
 
 @dataclass(frozen=True)

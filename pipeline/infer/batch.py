@@ -37,6 +37,7 @@ from pyspark.sql.types import (
 )
 
 from pipeline.config import Config
+from pipeline.contract.serving import output_schema
 from pipeline.errors import InferenceError
 from pipeline.infer.model_ref import ModelRef, default_model_uri, resolve
 from pipeline.infer.scoring import BatchScorer
@@ -96,12 +97,6 @@ def app_id(ref: ModelRef) -> str:
     return f"sparktrain-infer/{ref.name}/{ref.version}"
 
 
-def _outputs(task: str) -> list[tuple[str, str]]:
-    from pipeline.train.serving import output_schema
-
-    return list(output_schema(task))
-
-
 def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
     """Download the model once on the driver and ship it to executors."""
     local = tempfile.mkdtemp(prefix=f"sparktrain-model-{ref.name}-{ref.version}-")
@@ -125,7 +120,7 @@ def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
     # master: each executor unpacks it where SparkFiles.get(<archive name>) finds it.
     archive = shutil.make_archive(path.rstrip("/"), "zip", root_dir=path)
     spark.sparkContext.addArchive(archive)
-    return LoadedModel(ref, archive, task, features, _outputs(task), inputs)
+    return LoadedModel(ref, archive, task, features, output_schema(task), inputs)
 
 
 def _type_matches(expected: str, actual: DataType) -> bool:

@@ -32,8 +32,9 @@ import numpy as np
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pipeline.contract.encoding import as_strings
+from pipeline.contract.preprocess import Preprocessor
 from pipeline.errors import TrainingError
-from pipeline.train.preprocess import Preprocessor, as_strings
 
 _logger = logging.getLogger(__name__)
 
@@ -115,14 +116,11 @@ def open_reader(
 
 
 def select_rows(pre: Preprocessor, columns: Mapping[str, Any], split: str) -> Batch:
-    """Model inputs and targets of the rows of `split` that the task can use.
-
-    For anomaly detection ranks train and validate on normal rows only.
-    """
+    """Model inputs and targets of the rows of `split` that the task trains and validates on
+    (for anomaly detection: normal rows only)."""
     targets, keep = pre.label_targets(columns[pre.label.name])
     keep &= as_strings(columns[SPLIT]) == split
-    if pre.label.task == "anomaly":
-        keep &= targets == 0
+    keep &= pre.task.trains_on(targets)
     picked = {name: np.asarray(columns[name])[keep] for name in pre.feature_names}
     return pre.transform(picked), targets[keep]
 

@@ -1,12 +1,15 @@
 """Check a training table against the config and fit preprocessing on its train split, in Spark.
 
 Everything here is one or two Spark aggregations over the pinned table version;
-nothing row-by-row reaches the driver.
+nothing row-by-row reaches the driver. The task (`pipeline/contract/tasks.py`)
+declares which label statistics and row filters it needs; this module turns
+them into Spark expressions.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +18,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipeline.config import DataConfig
+from pipeline.contract.preprocess import Feature, Preprocessor
+from pipeline.contract.tasks import Label, RowFilter, Statistic, task_named
 from pipeline.errors import ConfigError, DataError
-from pipeline.train.preprocess import Feature, Label, Preprocessor
 
 _logger = logging.getLogger(__name__)
 
@@ -45,16 +49,9 @@ def check_columns(df: DataFrame, data: DataConfig, table: str) -> None:
     """Fail with the fix when the config names columns the table does not have."""
     if not data.features:
         raise ConfigError("data.features is empty: list feature columns, e.g. data.features=[a,b]")
-    if data.label is None:
-        raise ConfigError(
-            f"data.label is not set: name the label column (data.task={data.task} needs one), "
-            "e.g. data.label=species"
-        )
-    if data.task == "anomaly" and not data.normal_labels:
-        raise ConfigError(
-            "data.task=anomaly needs data.normal_labels: the label values of normal rows, "
-            "e.g. data.normal_labels=[Adelie]"
-        )
+    task = task_named(data.task)
+    task.check_config(data.label, data.normal_labels)
+    assert data.label is not None  # checked by the task
     missing = [c for c in [*data.features, data.label, SPLIT] if c not in df.columns]
     if missing:
         fix = "the ingest job writes 'split'" if SPLIT in missing else "fix data.features/label"
@@ -62,9 +59,9 @@ def check_columns(df: DataFrame, data: DataConfig, table: str) -> None:
             f"table {table} has no column(s) {missing} ({fix}). "
             f"Its columns: {', '.join(df.columns)}"
         )
-    if data.task == "regression" and not isinstance(df.schema[data.label].dataType, _NUMERIC):
+    if task.numeric_label and not isinstance(df.schema[data.label].dataType, _NUMERIC):
         raise DataError(
-            f"data.task=regression needs a numeric label, but '{data.label}' is "
+            f"data.task={task.name} needs a numeric label, but '{data.label}' is "
             f"{df.schema[data.label].dataType.simpleString()}; use data.task=classification"
         )
 
@@ -82,32 +79,43 @@ def _kind(data: DataConfig, name: str, dtype: T.DataType) -> str:
     )
 
 
-def _label_rows(task: str, label: str, normal: list[str]) -> Column:
-    """Rows with a label the task can learn from (for anomaly detection: normal rows)."""
-    col = F.col(label)
-    if task == "anomaly":
-        return col.cast("string").isin(normal)
-    if task == "regression":
-        return col.isNotNull() & ~F.isnan(col.cast("double"))
-    return col.isNotNull()
+# The task's row filters (RowFilter) as Spark expressions over its label.
+_ROW_FILTERS: dict[str, Callable[[Column, Label], Column]] = {
+    "present": lambda col, label: col.isNotNull(),
+    "finite": lambda col, label: col.isNotNull() & ~F.isnan(col.cast("double")),
+    "in_classes": lambda col, label: col.cast("string").isin(label.classes),
+    "normal": lambda col, label: col.cast("string").isin(label.normal),
+}
+# The task's label statistics (Statistic) as Spark aggregations, named as Task.fit_label reads them.
+_STATISTICS: dict[str, Callable[[Column], list[Column]]] = {
+    "distinct": lambda col: [F.collect_set(col).alias("__classes")],
+    "mean_std": lambda col: [F.mean(col).alias("__lmean"), F.stddev_pop(col).alias("__lstd")],
+}
+
+
+def _label_rows(which: RowFilter, label: Label) -> Column:
+    return _ROW_FILTERS[which](F.col(label.name), label)
+
+
+def _label_stats(statistics: tuple[Statistic, ...], label: str) -> list[Column]:
+    return [agg for stat in statistics for agg in _STATISTICS[stat](F.col(label))]
 
 
 def usable_rows(pre: Preprocessor) -> Column:
     """The rows ranks train and validate on: Spark's twin of the usable mask of
-    `Preprocessor.label_targets` (classification: a class seen in train), and
-    for anomaly detection only normal rows."""
-    label = pre.label
-    if label.task == "classification":
-        return F.col(label.name).cast("string").isin(label.classes)
-    return _label_rows(label.task, label.name, label.normal)
+    `Preprocessor.label_targets` and `Task.trains_on` (classification: a class seen in
+    train; anomaly detection: normal rows)."""
+    return _label_rows(pre.task.usable_rows, pre.label)
 
 
 def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocessor:
     """Statistics of the usable rows of the train split."""
     check_columns(df, data, table)
     assert data.label is not None  # checked above
+    task = task_named(data.task)
     normal = [str(v) for v in data.normal_labels]
-    train = df.where((F.col(SPLIT) == "train") & _label_rows(data.task, data.label, normal))
+    fitting = Label(name=data.label, task=task.name, normal=normal)
+    train = df.where((F.col(SPLIT) == "train") & _label_rows(task.fit_rows, fitting))
     kinds = {name: _kind(data, name, df.schema[name].dataType) for name in data.features}
 
     aggs = [F.count(F.lit(1)).alias("__rows")]
@@ -120,22 +128,18 @@ def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocesso
         else:
             sizes = F.size(col)
             aggs += [F.min(sizes).alias(f"{name}__min"), F.max(sizes).alias(f"{name}__max")]
-    label_col = F.col(data.label)
-    if data.task == "classification":
-        aggs.append(F.collect_set(label_col).alias("__classes"))
-    elif data.task == "regression":
-        aggs += [F.mean(label_col).alias("__lmean"), F.stddev_pop(label_col).alias("__lstd")]
+    aggs += _label_stats(task.statistics, data.label)
     stats = train.agg(*aggs).first()
     assert stats is not None
     if stats["__rows"] == 0:
-        rows = f"normal rows (label in {normal})" if data.task == "anomaly" else "labelled rows"
         raise DataError(
-            f"the train split of {table} has no {rows}: nothing to fit or train on. "
+            f"the train split of {table} has no rows with a label data.task={task.name} can "
+            f"use ({task.fit_rows}, normal labels: {normal}): nothing to fit or train on. "
             "Check data.split fractions at ingest, data.label and data.normal_labels"
         )
     pre = Preprocessor(
         features=[_feature(name, kind, stats.asDict(), table) for name, kind in kinds.items()],
-        label=_label(data, stats.asDict(), table, normal),
+        label=task.fit_label(data.label, stats.asDict(), normal, table),
     )
     _logger.info(
         "preprocessing fitted on %d train rows: %d model inputs from %d features",
@@ -181,26 +185,6 @@ def _feature(name: str, kind: str, stats: dict[str, Any], table: str) -> Feature
     return Feature(name=name, kind="array", size=int(low))
 
 
-def _label(data: DataConfig, stats: dict[str, Any], table: str, normal: list[str]) -> Label:
-    assert data.label is not None
-    if data.task == "classification":
-        classes = sorted(str(v) for v in stats["__classes"])
-        if len(classes) < 2:
-            raise DataError(
-                f"label '{data.label}' has a single class {classes} in the train split of "
-                f"{table}; classification needs at least two. Check the data or data.label"
-            )
-        return Label(name=data.label, task="classification", classes=classes)
-    if data.task == "regression":
-        return Label(
-            name=data.label,
-            task="regression",
-            mean=float(stats["__lmean"]),
-            std=_std(stats["__lstd"]),
-        )
-    return Label(name=data.label, task="anomaly", normal=normal)
-
-
 def count_splits(df: DataFrame, pre: Preprocessor, table: str) -> SplitCounts:
     """Rows and usable rows per split in one aggregation; every split must have usable rows."""
     aggs = [F.count(F.lit(1)).alias("rows"), F.sum(usable_rows(pre).cast("long")).alias("usable")]
@@ -216,9 +200,5 @@ def count_splits(df: DataFrame, pre: Preprocessor, table: str) -> SplitCounts:
                 f"all; splits present: {sorted(str(k) for k in grouped)}). Re-ingest with "
                 f"data.split.{split} > 0 and enough rows, or pin another data.version"
             )
-    if pre.label.task == "anomaly" and counts.usable["test"] == counts.rows["test"]:
-        raise DataError(
-            f"the test split of {table} has no anomalous rows (every label is in "
-            f"{pre.label.normal}), so ROC AUC cannot be measured; check data.normal_labels"
-        )
+    pre.task.check_counts(pre.label, counts.rows, counts.usable, table)
     return counts

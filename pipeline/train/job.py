@@ -17,7 +17,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config, flatten
-from pipeline.errors import ConfigError, SparktrainError, TrainingError
+from pipeline.contract.preprocess import Preprocessor
+from pipeline.contract.serving import Scorer
+from pipeline.contract.specs import DataShape, build_network, check_output, derived_args, spec_named
+from pipeline.contract.tasks import Evaluation
+from pipeline.errors import SparktrainError, TrainingError
 from pipeline.lake.read import Snapshot, read_table, snapshot
 from pipeline.launch import run_distributed
 from pipeline.train import plots
@@ -30,12 +34,10 @@ from pipeline.train.data import (
     steps_per_epoch,
     too_few_row_groups,
 )
-from pipeline.train.evaluate import Evaluation, anomaly_threshold, evaluate, selection_score
-from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor, usable_rows
+from pipeline.train.evaluate import calibrate, evaluate
+from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor
 from pipeline.train.loop import RankSpec, train_rank
-from pipeline.train.preprocess import Preprocessor
-from pipeline.train.registry import register_and_promote
-from pipeline.train.serving import Scorer
+from pipeline.train.registry import register_and_promote, rescorer
 from pipeline.train.tracking import (
     absolute_uri,
     check_tracking_store,
@@ -45,6 +47,7 @@ from pipeline.train.tracking import (
     log_scorer,
     start_run,
 )
+from pipeline.train.user_code import ship_to_executors, user_code_paths
 
 _logger = logging.getLogger(__name__)
 
@@ -53,41 +56,27 @@ _ERRORS = {cls.__name__: cls for cls in SparktrainError.__subclasses__()}
 
 
 def model_config(cfg: Config, pre: Preprocessor) -> dict[str, Any]:
-    """Sizes of `model.family` for these inputs; refuses families that cannot fit the task."""
-    family, task, m = cfg.model.family, pre.label.task, cfg.model
-    if (family == "autoencoder") != (task == "anomaly"):
-        raise ConfigError(
-            f"model.family={family} does not fit data.task={task}: anomaly detection uses "
-            "model.family=autoencoder, classification and regression use mlp or cnn"
-        )
-    out = len(pre.label.classes) if task == "classification" else 1
-    if family == "autoencoder":
-        return {"in_features": pre.width, "hidden": m.hidden, "latent": m.latent}
-    if family == "mlp":
-        return {
-            "in_features": pre.width,
-            "out_features": out,
-            "hidden": m.hidden,
-            "dropout": m.dropout,
-        }
-    size, channels = cfg.data.image_size, cfg.data.image_channels
-    arrays = [f for f in pre.features if f.kind == "array"]
-    if len(pre.features) != 1 or not arrays or arrays[0].size != size * size * channels:
-        raise ConfigError(
-            "model.family=cnn takes exactly one image feature: an array column of "
-            f"data.image_size^2 * data.image_channels = {size * size * channels} values; got "
-            f"{[(f.name, f.kind, f.width) for f in pre.features]}. Fix data.features or the "
-            "image size, or use model.family=mlp"
-        )
-    return {
-        "height": size,
-        "width": size,
-        "in_channels": channels,
-        "out_features": out,
-        "channels": m.channels,
-        "hidden": m.hidden[0] if m.hidden else 64,
-        "dropout": m.dropout,
-    }
+    """The saved config of `model.family` for these inputs: sizes derived from the data plus
+    the model.* knobs; refuses families that cannot fit the task, and networks whose output
+    does not have the task's shape."""
+    spec, task, knobs = spec_named(cfg.model.family), pre.task, vars(cfg.model)
+    shape = DataShape(
+        pre=pre,
+        out_features=task.output_width(pre.label, pre.width),
+        image_size=cfg.data.image_size,
+        image_channels=cfg.data.image_channels,
+    )
+    who = f"model.family={spec.family}"
+    config = spec.network_config(task.name, derived_args(spec.kind(knobs), shape, who), knobs)
+    network = build_network(cfg.model.family, config)
+    check_output(network, cfg.model.family, config, pre.width, shape.out_features)
+    return config
+
+
+def run_params(cfg: Config) -> dict[str, Any]:
+    """The config a training run logs as parameters: what shapes the model, not the
+    benchmark or inference settings that share the file."""
+    return {k: v for k, v in flatten(cfg).items() if not k.startswith(("bench.", "infer."))}
 
 
 def _pin_version(cfg: Config, table_path: str, resumed: dict[str, Any] | None) -> Snapshot:
@@ -111,12 +100,9 @@ def _pin_version(cfg: Config, table_path: str, resumed: dict[str, Any] | None) -
     return snap
 
 
-def _rows(df: DataFrame, pre: Preprocessor, split: str, *, usable_only: bool) -> pd.DataFrame:
+def _rows(df: DataFrame, pre: Preprocessor, split: str) -> pd.DataFrame:
     """Feature and label columns of one split, on the driver (val/test scoring)."""
-    rows = df.where(F.col(SPLIT) == split)
-    if usable_only:
-        rows = rows.where(usable_rows(pre))
-    return rows.select(*pre.feature_names, pre.label.name).toPandas()
+    return df.where(F.col(SPLIT) == split).select(*pre.feature_names, pre.label.name).toPandas()
 
 
 def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> dict[str, Any]:
@@ -176,45 +162,52 @@ def _prepare(cfg: Config, spark: SparkSession, resumed: dict[str, Any] | None) -
     return _Prepared(table, snap, df, pre, counts, sizes, reader)
 
 
-def _evaluate_and_log(
-    cfg: Config, p: _Prepared, trained: dict[str, Any]
-) -> tuple[Evaluation, ModelInfo]:
-    """Score the best weights on the test split with the served code path, then log the
-    metrics, plots and the pyfunc. Returns (evaluation, logged model info)."""
+@dataclass(frozen=True)
+class _Scored:
+    """The best weights measured: validation decides the champion, test is only reported."""
+
+    val: Evaluation
+    test: Evaluation
+    val_rows: pd.DataFrame
+    info: ModelInfo
+
+
+def _evaluate_and_log(cfg: Config, p: _Prepared, trained: dict[str, Any]) -> _Scored:
+    """Score the best weights on the validation and, once, the test split with the served
+    code path, then log the metrics, plots and the pyfunc."""
     state = torch.load(io.BytesIO(trained["state"]), map_location="cpu", weights_only=True)
     scorer = Scorer.from_state(p.pre, cfg.model.family, p.sizes, state)
-    task = p.pre.label.task
-    if task == "anomaly":
-        normal_val = _rows(p.df, p.pre, "val", usable_only=True)
-        scorer.threshold = anomaly_threshold(scorer, normal_val, cfg.model.threshold_quantile)
-        mlflow.log_metric("anomaly_threshold", scorer.threshold)
-    test_rows = _rows(p.df, p.pre, "test", usable_only=False)
-    result = evaluate(scorer, test_rows)
+    task = p.pre.task
+    val_rows = _rows(p.df, p.pre, "val")
+    calibrate(scorer, val_rows, cfg.model.threshold_quantile)
+    if scorer.threshold is not None:
+        mlflow.log_metric("threshold", scorer.threshold)
+    val = evaluate(scorer, val_rows, "val")
+    test_rows = _rows(p.df, p.pre, "test")
+    test = evaluate(scorer, test_rows, "test")
     mlflow.log_metrics(
         {
-            **{f"test_{k}": v for k, v in result.metrics.items()},
+            **{f"best_val_{k}": v for k, v in val.metrics.items()},
+            **{f"test_{k}": v for k, v in test.metrics.items()},
             "epochs_run": trained["epochs_run"],
             # per-epoch throughput is `samples_per_sec`, logged by rank 0 each epoch
             "mean_samples_per_sec": trained["samples_per_sec"],
         }
     )
     log_figure(plots.loss_curve(trained["history"]), "loss_curve.png")
-    if result.confusion is not None:
-        figure = plots.confusion_matrix(result.confusion, p.pre.label.classes)
+    if test.confusion is not None:
+        figure = plots.confusion_matrix(test.confusion, p.pre.label.classes)
         log_figure(figure, "confusion_matrix.png")
     metadata: dict[str, Any] = {
-        "task": task,
+        **task.metadata(p.pre.label, scorer.threshold),
         "features": p.pre.feature_names,
         "label": p.pre.label.name,
         "table_path": p.snap.path,
         "table_version": p.snap.version,
     }
-    if task == "classification":
-        metadata["classes"] = p.pre.label.classes
-    if task == "anomaly":
-        metadata["threshold"] = scorer.threshold
     example = test_rows[p.pre.feature_names].head(5).reset_index(drop=True)
-    return result, log_scorer(scorer, example, metadata)
+    info = log_scorer(scorer, example, metadata, user_code_paths(cfg.model))
+    return _Scored(val, test, val_rows, info)
 
 
 def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
@@ -224,16 +217,17 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name)
     resumed = load_checkpoint(ckpt) if cfg.train.resume else None
     p = _prepare(cfg, spark, resumed)
+    ship_to_executors(spark, user_code_paths(cfg.model))
 
     with start_run(cfg.tracking, uri, resumed["run_id"] if resumed else None) as run:
         run_id = run.info.run_id
         if resumed is None:  # MLflow params are write-once; a resumed run already has them
-            log_params(flatten(cfg))
+            log_params(run_params(cfg))
         log_lineage(p.table, p.snap, p.counts)
         mlflow.set_tags(
             {
                 "model.family": cfg.model.family,
-                "data.task": p.pre.label.task,
+                "data.task": p.pre.task.name,
                 "train.workers": str(cfg.train.workers),
             }
         )
@@ -242,6 +236,7 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
             preprocessor=p.pre.to_json(),
             family=cfg.model.family,
             model_config=p.sizes,
+            loss=cfg.model.loss,
             train=cfg.train,
             steps_per_epoch=steps_per_epoch(
                 p.counts.usable["train"], cfg.train.batch_size, cfg.train.workers
@@ -254,29 +249,31 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
         trained = _launch(cfg, spark, spec)
-        result, info = _evaluate_and_log(cfg, p, trained)
+        scored = _evaluate_and_log(cfg, p, trained)
         version, moved = None, False
         if cfg.tracking.register:
             decision = register_and_promote(
                 MlflowClient(tracking_uri=uri, registry_uri=uri),
-                model_uri=info.model_uri,
+                model_uri=scored.info.model_uri,
                 name=cfg.model.name,
                 run_id=run_id,
-                task=p.pre.label.task,
-                score=selection_score(p.pre.label.task, result.metrics),
+                task=p.pre.task,
+                score=p.pre.task.selection_score(scored.val.metrics),
                 alias=cfg.tracking.alias,
+                rescore=rescorer(p.pre.task, scored.val_rows),
             )
             version, moved = int(decision.version), decision.alias_moved
     return {
         "run_id": run_id,
         "model_name": cfg.model.name,
         "model_version": version,
-        "model_uri": info.model_uri,
+        "model_uri": scored.info.model_uri,
         "alias_moved": moved,
         "table": p.table,
         "table_path": p.snap.path,
         "table_version": p.snap.version,
-        "test_metrics": result.metrics,
+        "val_metrics": scored.val.metrics,
+        "test_metrics": scored.test.metrics,
         "epochs_run": trained["epochs_run"],
         "best_epoch": trained["best_epoch"] + 1,
         "stopped_early": trained["stopped_early"],

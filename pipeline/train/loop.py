@@ -16,20 +16,20 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from models import build_model
 from pipeline.config import TrainConfig
+from pipeline.contract.preprocess import Preprocessor
+from pipeline.contract.specs import build_network, import_object
 from pipeline.errors import SparktrainError, TrainingError
 from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
-from pipeline.train.preprocess import Preprocessor
 
 _logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class RankSpec:
     preprocessor: str  # Preprocessor JSON
     family: str
     model_config: dict[str, Any]
+    loss: str | None = None  # model.loss, "my_pkg.losses:focal": replaces the task's loss
     train: TrainConfig
     steps_per_epoch: int
     checkpoint_path: str
@@ -143,8 +144,11 @@ class _Trainer:
         np.random.seed(self.cfg.seed % 2**32)
         random.seed(self.cfg.seed)
         self.pre = Preprocessor.from_json(spec.preprocessor)
-        self.task = self.pre.label.task
-        self.model: nn.Module = build_model(spec.family, spec.model_config).to(self.device)
+        self.task = self.pre.task
+        self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
+            import_object(spec.loss, "model.loss") if spec.loss else self.task.loss
+        )
+        self.model: nn.Module = build_network(spec.family, spec.model_config).to(self.device)
         params = self.model.parameters()
         base: torch.optim.Optimizer
         if self.cfg.optimizer == "sgd":
@@ -206,15 +210,9 @@ class _Trainer:
             step=step,
         )
 
-    def _loss(
-        self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"
-    ) -> torch.Tensor:
-        if self.task == "classification":
-            return F.cross_entropy(out.float(), y.long(), reduction=reduction)
-        if self.task == "regression":
-            return F.mse_loss(out.float().reshape(-1), y, reduction=reduction)
-        per_row = ((out.float() - x.float()) ** 2).mean(dim=1)  # reconstruction error
-        return per_row.mean() if reduction == "mean" else per_row.sum()
+    def _loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch's mean loss: the task's, or model.loss, against the task's target."""
+        return self.loss_fn(out, self.task.loss_target(x, y))
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad()
@@ -275,7 +273,8 @@ class _Trainer:
     def _validate(self, epoch: int) -> dict[str, float]:
         """Validation metrics over every rank's shard, summed then divided: a true mean."""
         self.model.eval()
-        loss_sum = rows = correct = 0.0
+        loss_sum = rows = 0.0
+        sums = [0.0] * len(self.task.epoch_sums)
         with torch.no_grad():
             for xb, yb in eval_batches(
                 self.spec.reader,
@@ -287,20 +286,17 @@ class _Trainer:
             ):
                 x, y = self._tensors(xb, yb)
                 out = self.model(x)
-                loss_sum += float(self._loss(out, x, y, reduction="sum").item())
+                loss_sum += float(self._loss(out, x, y).item()) * len(xb)
                 rows += len(xb)
-                if self.task == "classification":
-                    correct += float((out.argmax(dim=1) == y).sum().item())
-        loss_sum, rows, correct = self._allreduce([loss_sum, rows, correct], f"val.{epoch}")
+                target = self.task.loss_target(x, y)
+                sums = [
+                    a + b for a, b in zip(sums, self.task.epoch_batch(out, target), strict=True)
+                ]
+        loss_sum, rows, *sums = self._allreduce([loss_sum, rows, *sums], f"val.{epoch}")
         if rows == 0:
             raise TrainingError("no rank read a usable validation row; check the val split")
-        metrics = {"val_loss": loss_sum / rows}
-        if self.task == "classification":
-            metrics["val_accuracy"] = correct / rows
-        elif self.task == "regression":
-            # the loss is MSE of standardised values; RMSE in the label's units
-            metrics["val_rmse"] = math.sqrt(loss_sum / rows) * self.pre.label.std
-        return metrics
+        named = dict(zip(self.task.epoch_sums, sums, strict=True))
+        return {"val_loss": loss_sum / rows, **self.task.epoch_metrics(self.pre.label, named, rows)}
 
     def run(self) -> dict[str, Any]:
         p, cfg = self.progress, self.cfg

@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,21 +28,28 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import TrackingConfig
+from pipeline.contract.serving import ARTIFACT_NAME, Scorer
 from pipeline.errors import TrackingError
 from pipeline.lake.read import Snapshot
 from pipeline.train.fit import SplitCounts
-from pipeline.train.serving import ARTIFACT_NAME, Scorer
 
 _logger = logging.getLogger(__name__)
 
-# The logged model carries its own code (pipeline/ and models/) so a process
-# without this project installed can load it.
-_CODE_PATHS = [
-    str(Path(__file__).resolve().parents[1]),
-    str(Path(__file__).resolve().parents[2] / "models"),
-]
+_PIPELINE = Path(__file__).resolve().parents[1]
+# The logged model carries its own code so a process without this project installed can
+# load it: the contract package and the errors it raises, and models/. Not the rest of
+# pipeline/ (Spark jobs, bench, ops), which a served model never runs.
+_SHIPPED = ("contract", "errors.py")
+_MODELS = _PIPELINE.parent / "models"
+# The shipped `pipeline/__init__.py`: in a process that also has sparktrain installed,
+# extend_path lets the rest of `pipeline` be imported from there.
+_PACKAGE_INIT = (
+    '"""The part of sparktrain a logged model ships: pipeline/contract and errors.py."""\n'
+    "from pkgutil import extend_path\n\n"
+    "__path__ = extend_path(__path__, __name__)\n"
+)
 # MLflow "models from code": the model is built by running this file, not unpickled.
-_MODEL_CODE = str(Path(__file__).with_name("model_code.py"))
+_MODEL_CODE = str(_PIPELINE / "contract" / "model_code.py")
 _REQUIREMENTS = ("torch", "numpy", "pandas", "pyarrow", "mlflow", "scikit-learn")
 
 
@@ -173,17 +181,38 @@ def _as_double(example: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def log_scorer(scorer: Scorer, example: pd.DataFrame, model_metadata: dict[str, Any]) -> ModelInfo:
-    """Log the pyfunc (preprocessing + network) under the artifact name 'model'."""
+def _stage_pipeline(directory: Path) -> Path:
+    """A `pipeline` package holding only what the served model imports."""
+    package = directory / "pipeline"
+    package.mkdir()
+    (package / "__init__.py").write_text(_PACKAGE_INIT)
+    for name in _SHIPPED:
+        source = _PIPELINE / name
+        if source.is_dir():
+            shutil.copytree(source, package / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, package / name)
+    return package
+
+
+def log_scorer(
+    scorer: Scorer,
+    example: pd.DataFrame,
+    model_metadata: dict[str, Any],
+    user_code: list[Path] | None = None,
+) -> ModelInfo:
+    """Log the pyfunc (preprocessing + network) under the artifact name 'model', with the
+    contract package, models/ and the user's own packages (`user_code`) as its code."""
     example = _as_double(example)
     signature: ModelSignature = infer_signature(example, scorer.predict(example))
     with tempfile.TemporaryDirectory() as tmp:
         bundle = scorer.save(Path(tmp) / "bundle")
+        code = [_stage_pipeline(Path(tmp)), _MODELS, *(user_code or [])]
         return mlflow.pyfunc.log_model(
             name=ARTIFACT_NAME,
             python_model=_MODEL_CODE,
             artifacts={"bundle": str(bundle)},
-            code_paths=_CODE_PATHS,
+            code_paths=[str(p) for p in code],
             signature=signature,
             input_example=example,
             metadata=model_metadata,

@@ -1,10 +1,10 @@
 """The pyfunc's model file (MLflow "models from code"): MLflow runs this file to load the model.
 
-It is referenced by path in `tracking.log_scorer`, never imported by the pipeline.
+It is referenced by path in `pipeline/train/tracking.log_scorer`, never imported by the pipeline.
 """
 
 import mlflow
 
-from pipeline.train.serving import SparktrainModel
+from pipeline.contract.serving import SparktrainModel
 
 mlflow.models.set_model(SparktrainModel())

@@ -1,9 +1,9 @@
 """Preprocessing saved with the model: standardise numbers, one-hot categories, index labels.
 
-The statistics are fitted in Spark on the train split (see `fit.py`); this
+The statistics are fitted in Spark on the train split (see `pipeline/train/fit.py`); this
 module only applies them, with numpy on whole column batches, so training
 ranks (Petastorm batches) and the logged model (pandas rows) transform data
-the same way. It has no Spark or MLflow imports: the served model loads it.
+the same way. Label encoding belongs to the task (tasks.py). No Spark or MLflow here.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
+from pipeline.contract.encoding import codes, numbers
+from pipeline.contract.tasks import Label, Task, task_named
 from pipeline.errors import DataError
 
-Task = Literal["classification", "regression", "anomaly"]
 Columns = Mapping[str, Any]  # column name -> numpy array or pandas Series, one value per row
 
 
@@ -48,57 +48,6 @@ class Feature:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Label:
-    """The target. classification: `classes` in index order; regression: standardised by
-    mean/std; anomaly: rows whose label is in `normal` are the normal class."""
-
-    name: str
-    task: Task
-    classes: list[str] = field(default_factory=list)
-    mean: float = 0.0
-    std: float = 1.0
-    normal: list[str] = field(default_factory=list)
-
-
-SMALL_VOCABULARY = 32  # up to this many categories, _codes compares instead of hashing
-
-
-def as_strings(values: Any) -> np.ndarray:
-    """Values as a numpy array of str, the form vocabularies and classes are kept in.
-
-    Missing values become "None"/"nan", which are never in a vocabulary fitted
-    on non-null values, so they fall into the unseen slot. A column that already
-    holds only str objects (string columns without nulls, as Petastorm and pandas
-    hand them over) is returned as is: converting it to fixed-width unicode was
-    the largest single cost of the training data path (benchmarks B2, B3).
-    """
-    array = np.asarray(values)
-    if array.dtype == object and pd.api.types.infer_dtype(array, skipna=False) == "string":
-        return array
-    return array.astype(str)
-
-
-def _codes(values: Any, vocabulary: list[str]) -> np.ndarray:
-    """Index of each value in `vocabulary`, -1 where absent.
-
-    Small vocabularies (the usual categorical feature or class label) take one
-    vectorised comparison per entry, which beats hashing every value through
-    pandas several times over; larger ones go through pd.Categorical.
-    """
-    strings = as_strings(values)
-    if len(vocabulary) > SMALL_VOCABULARY:
-        return np.asarray(pd.Categorical(strings, categories=vocabulary).codes, np.int64)
-    codes = np.full(len(strings), -1, np.int64)
-    for index, value in enumerate(vocabulary):
-        codes[strings == value] = index
-    return codes
-
-
-def _numbers(values: Any) -> np.ndarray:
-    return np.asarray(pd.to_numeric(pd.Series(np.asarray(values)), errors="coerce"), np.float64)
-
-
-@dataclass(frozen=True, kw_only=True)
 class Preprocessor:
     features: list[Feature]
     label: Label
@@ -120,37 +69,23 @@ class Preprocessor:
 
     def _feature(self, feature: Feature, values: Any) -> np.ndarray:
         if feature.kind == "numeric":
-            x = (_numbers(values) - feature.mean) / feature.std
+            x = (numbers(values) - feature.mean) / feature.std
             return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)[:, None]
         if feature.kind == "categorical":
-            codes = _codes(values, feature.vocabulary)
-            codes[codes < 0] = len(feature.vocabulary)
-            return np.eye(feature.width, dtype=np.float32)[codes]
+            index = codes(values, feature.vocabulary)
+            index[index < 0] = len(feature.vocabulary)
+            return np.eye(feature.width, dtype=np.float32)[index]
         return _matrix(values, feature)
 
     # ---------------------------------------------------------------- labels
 
     def label_targets(self, values: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(targets, usable) for a label column.
+        """(targets, usable) for a label column, encoded by the task (see tasks.py)."""
+        return self.task.targets(self.label, values)
 
-        classification: class indices (int64); rows with a class unseen in train
-        are not usable. regression: standardised floats; missing values are not
-        usable. anomaly: 1.0 for anomalous rows, 0.0 for normal ones.
-        """
-        label = self.label
-        if label.task == "classification":
-            codes = _codes(values, label.classes)
-            return np.maximum(codes, 0), codes >= 0
-        if label.task == "regression":
-            y = _numbers(values)
-            usable = np.isfinite(y)
-            return np.where(usable, (y - label.mean) / label.std, 0.0).astype(np.float32), usable
-        anomalous = ~np.isin(as_strings(values), label.normal)
-        return anomalous.astype(np.float32), np.ones(len(anomalous), dtype=bool)
-
-    def unscale(self, y: np.ndarray) -> np.ndarray:
-        """Regression outputs back to the label's units."""
-        return y * self.label.std + self.label.mean
+    @property
+    def task(self) -> Task:
+        return task_named(self.label.task)
 
     # ---------------------------------------------------------------- JSON
 
