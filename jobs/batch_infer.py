@@ -23,7 +23,7 @@ from pipeline.infer import run_batch_inference
 
 
 def body(cfg: Config, spark: SparkSession) -> dict[str, Any]:
-    return run_batch_inference(spark, cfg).summary()
+    return run_batch_inference(cfg, spark).summary()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

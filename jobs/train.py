@@ -22,7 +22,7 @@ from pipeline.train.job import run_training
 
 
 def body(cfg: Config, spark: SparkSession) -> dict[str, Any]:
-    return run_training(cfg, spark)
+    return run_training(cfg, spark).summary()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def scenario(
         return load_config(REPO / "conf" / "penguins.yaml", [*overrides, *extra])
 
     run_ingest(cfg(f"data.source={slices[0]}"), spark)
-    trained = run_training(cfg(), spark)
+    trained = run_training(cfg(), spark).summary()
     yield {
         "cfg": cfg,
         "slices": slices,
@@ -104,7 +104,7 @@ def test_three_runs_with_appends_and_a_forced_retry(
     version = scenario["trained"]["model_version"]
     base = cfg()
 
-    first = run_batch_inference(spark, base)
+    first = run_batch_inference(base, spark)
     rows_v0 = snapshot(base.table_path("penguins")).num_rows
     assert first.model_version == version
     assert first.model_uri == f"models:/infer-test-mlp/{version}"
@@ -137,12 +137,12 @@ def test_three_runs_with_appends_and_a_forced_retry(
     assert second["version"] == before.version + 1
 
     run_ingest(cfg(f"data.source={slices[2]}"), spark)
-    third = run_batch_inference(spark, base)
+    third = run_batch_inference(base, spark)
     rows_v2 = snapshot(base.table_path("penguins")).num_rows
     assert third.rows_scored + third.rows_failed == rows_v2 - rows_v1
 
     # Running again with nothing new is a no-op guarded by the app transaction.
-    again = run_batch_inference(spark, base)
+    again = run_batch_inference(base, spark)
     assert again.skipped
     assert again.rows_scored == 0
 
@@ -165,7 +165,7 @@ def test_three_runs_with_appends_and_a_forced_retry(
 
 def test_predictions_match_the_labels(spark: SparkSession, scenario: dict[str, Any]) -> None:
     base = scenario["cfg"]()
-    run_batch_inference(spark, base)
+    run_batch_inference(base, spark)
     out = read_table(spark, base.table_path("penguins_predictions"))
     clean = read_table(spark, base.table_path("penguins"))
     joined = out.join(clean, on=KEYS).where(F.col("split") == "test")
@@ -189,7 +189,7 @@ def test_a_promoted_version_rescores_every_row(
     v2 = client.create_model_version("infer-test-mlp", v1.source, v1.run_id)
     client.set_registered_model_alias("infer-test-mlp", "champion", v2.version)
 
-    result = run_batch_inference(spark, base)
+    result = run_batch_inference(base, spark)
     total = snapshot(base.table_path("penguins")).num_rows
     assert result.model_version == int(v2.version)
     assert result.rows_scored + result.rows_failed == total
@@ -199,7 +199,7 @@ def test_a_promoted_version_rescores_every_row(
     assert sum(_per_version_totals(spark, base, int(v1.version))) == total
 
     pinned = run_batch_inference(
-        spark, scenario["cfg"](f"infer.model_uri=models:/infer-test-mlp/{v1.version}")
+        scenario["cfg"](f"infer.model_uri=models:/infer-test-mlp/{v1.version}"), spark
     )
     assert pinned.skipped
     assert pinned.model_version == int(v1.version)
@@ -219,7 +219,7 @@ def test_rows_the_model_cannot_score_go_to_the_errors_table(
     assert n_null > 0
 
     cfg = scenario["cfg"]("infer.input_table=penguins_broken")
-    result = run_batch_inference(spark, cfg)
+    result = run_batch_inference(cfg, spark)
     assert result.rows_failed == n_null
     assert result.rows_scored + result.rows_failed == clean.count()
     errors = read_table(spark, result.errors_table)
@@ -245,10 +245,10 @@ def test_unknown_alias_fails_with_the_fix(spark: SparkSession, scenario: dict[st
         match=r"'models:/infer-test-mlp@staging' does not exist.*"
         r"Pin a version",
     ):
-        run_batch_inference(spark, cfg)
+        run_batch_inference(cfg, spark)
     cfg = scenario["cfg"]("infer.model_uri=models:/no-such-model@champion")
     with pytest.raises(InferenceError, match="model 'no-such-model' is not registered"):
-        run_batch_inference(spark, cfg)
+        run_batch_inference(cfg, spark)
 
 
 def test_schema_mismatch_and_empty_input_fail_clearly(
@@ -264,7 +264,7 @@ def test_schema_mismatch_and_empty_input_fail_clearly(
         mode="overwrite",
     )
     with pytest.raises(InferenceError, match=r"lacks feature column\(s\) \['flipper_length_mm'\]"):
-        run_batch_inference(spark, scenario["cfg"]("infer.input_table=penguins_narrow"))
+        run_batch_inference(scenario["cfg"]("infer.input_table=penguins_narrow"), spark)
 
     write_table(
         spark,
@@ -274,10 +274,10 @@ def test_schema_mismatch_and_empty_input_fail_clearly(
         mode="overwrite",
     )
     with pytest.raises(InferenceError, match=r"body_mass_g: model expects .*table has string"):
-        run_batch_inference(spark, scenario["cfg"]("infer.input_table=penguins_typed"))
+        run_batch_inference(scenario["cfg"]("infer.input_table=penguins_typed"), spark)
 
     write_table(
         spark, clean.limit(0), base.table_path("penguins_empty"), base.lake, mode="overwrite"
     )
     with pytest.raises(InferenceError, match="has no rows: nothing to score"):
-        run_batch_inference(spark, scenario["cfg"]("infer.input_table=penguins_empty"))
+        run_batch_inference(scenario["cfg"]("infer.input_table=penguins_empty"), spark)

@@ -31,7 +31,7 @@ def test_digits_ingest_1797_images_with_correct_labels(spark: SparkSession, tmp_
     assert made.returncode == 0, made.stderr[-3000:]
     assert summary_of(made)["images"] == 1797
     cfg = load_config(DIGITS, [f"data.source={tmp_path / 'digits'}", f"lake.root={tmp_path}"])
-    summary = run_ingest(cfg, spark)
+    summary = run_ingest(cfg, spark).summary()
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (1797, 1797, 0)
     assert summary["duplicates_dropped"] == 0
 
@@ -83,7 +83,7 @@ def test_images_that_cannot_be_decoded_are_quarantined(spark: SparkSession, tmp_
             "data.rules.allowed={}",
         ],
     )
-    summary = run_ingest(cfg, spark)
+    summary = run_ingest(cfg, spark).summary()
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (5, 3, 2)
     assert summary["reject_rules"] == {"decode": 1, "label": 1}
     rejects = {r.rule: r for r in read_table(spark, summary["rejects_table"]).collect()}

@@ -49,7 +49,7 @@ def test_generated_data_ingests_dirty_as_asked_and_is_learnable(
     assert len(list((tmp_path / "raw").glob("part-*.csv"))) == 3
 
     cfg = load_config(SYNTHETIC, [f"data.source={tmp_path / 'raw'}", f"lake.root={tmp_path}"])
-    summary = run_ingest(cfg, spark)
+    summary = run_ingest(cfg, spark).summary()
     assert summary["rows_in"] == rows
     assert rows == summary["rows_ok"] + summary["rows_rejected"] + summary["duplicates_dropped"]
     assert abs(summary["rows_rejected"] / rows - dirty) < 0.02

@@ -178,7 +178,7 @@ def _write(path: Path, text: str) -> Path:
 
 def test_rules_quarantine_each_kind_of_bad_row(spark: SparkSession, tmp_path: Path) -> None:
     src = _write(tmp_path / "raw" / "things.csv", RULES_CSV)
-    summary = run_ingest(_config(tmp_path / "lake", src), spark)
+    summary = run_ingest(_config(tmp_path / "lake", src), spark).summary()
     _reconciles(summary)
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (10, 2, 7)
     assert summary["duplicates_dropped"] == 1
@@ -224,20 +224,20 @@ def test_dedup_against_the_table_on_append(spark: SparkSession, tmp_path: Path) 
     lake = tmp_path / "lake"
     header = "ID,Kind,Size (cm),Colour,Count\n"
     one = _write(tmp_path / "raw" / "a.csv", header + "1,A thing,1,red,1\n2,B thing,2,red,1\n")
-    first = run_ingest(_config(lake, one), spark)
+    first = run_ingest(_config(lake, one), spark).summary()
     assert (first["rows_ok"], first["version"]) == (2, 0)
     # A new file repeating key 2 (changed values) and a known reject: both count as duplicates.
     two = _write(
         tmp_path / "raw2" / "b.csv",
         header + "2,B thing,9,blue,1\n3,C thing,3,red,1\n4,D thing,NA,red,1\n",
     )
-    second = run_ingest(_config(lake, two), spark)
+    second = run_ingest(_config(lake, two), spark).summary()
     _reconciles(second)
     assert (second["rows_in"], second["rows_ok"], second["duplicates_dropped"]) == (3, 1, 1)
     assert second["rows_rejected"] == 1
     third = run_ingest(
         _config(lake, _write(tmp_path / "raw3" / "c.csv", header + "4,D thing,NA,red,1\n")), spark
-    )
+    ).summary()
     assert (third["rows_rejected"], third["duplicates_dropped"]) == (0, 1)
     clean = read_table(spark, str(lake / "things"))
     assert sorted((r.id, r.size_cm) for r in clean.collect()) == [(1, 1.0), (2, 2.0), (3, 3.0)]
@@ -249,8 +249,8 @@ def test_splits_are_deterministic_and_follow_fractions(spark: SparkSession, tmp_
     lines = [f"{i},K thing,{i % 90},red,1\n" for i in range(3000)]
     a = _write(tmp_path / "a" / "x.csv", header + "".join(lines))
     b = _write(tmp_path / "b" / "y.csv", header + "".join(reversed(lines)))
-    sa = run_ingest(_config(tmp_path / "lake", a, name="a", table="a"), spark)
-    sb = run_ingest(_config(tmp_path / "lake", b, table="b"), spark)
+    sa = run_ingest(_config(tmp_path / "lake", a, name="a", table="a"), spark).summary()
+    sb = run_ingest(_config(tmp_path / "lake", b, table="b"), spark).summary()
     assert sa["splits"] == sb["splits"]
     shares = {k: v / 3000 for k, v in sa["splits"].items()}
     assert abs(shares["train"] - 0.7) < 0.03
@@ -261,7 +261,7 @@ def test_splits_are_deterministic_and_follow_fractions(spark: SparkSession, tmp_
     other = run_ingest(
         _config(tmp_path / "lake", a, table="c", split={"train": 0.5, "val": 0.25, "test": 0.25}),
         spark,
-    )
+    ).summary()
     assert abs(other["splits"]["train"] / 3000 - 0.5) < 0.03
 
 
@@ -274,7 +274,7 @@ def test_json_lines_and_parquet_sources(spark: SparkSession, tmp_path: Path) -> 
     src = _write(
         tmp_path / "j" / "x.jsonl", "".join(json.dumps(r) + "\n" for r in rows) + "{not json\n"
     )
-    js = run_ingest(_config(tmp_path / "lake", src, format="json", table="j"), spark)
+    js = run_ingest(_config(tmp_path / "lake", src, format="json", table="j"), spark).summary()
     _reconciles(js)
     assert (js["rows_in"], js["rows_ok"], js["reject_rules"]) == (
         4,
@@ -284,7 +284,9 @@ def test_json_lines_and_parquet_sources(spark: SparkSession, tmp_path: Path) -> 
     pq_dir = tmp_path / "p"
     pq_dir.mkdir()
     pd.DataFrame([r for r in rows if r["ID"] != 2]).to_parquet(pq_dir / "x.parquet")
-    pq_summary = run_ingest(_config(tmp_path / "lake", pq_dir, format="parquet", table="p"), spark)
+    pq_summary = run_ingest(
+        _config(tmp_path / "lake", pq_dir, format="parquet", table="p"), spark
+    ).summary()
     assert (pq_summary["rows_in"], pq_summary["rows_ok"]) == (2, 2)
     got = sorted((r.id, r.size_cm) for r in read_table(spark, pq_summary["table"]).collect())
     assert got == [(1, 1.5), (3, 7.0)]
@@ -369,7 +371,7 @@ def test_killed_between_file_writes_and_commit_leaves_tables_unchanged(
 ) -> None:
     lake = tmp_path / "lake"
     src = _write(tmp_path / "raw" / "things.csv", RULES_CSV)
-    first = run_ingest(_config(lake, src), spark)
+    first = run_ingest(_config(lake, src), spark).summary()
     tables = [lake / "things", lake / "things_rejects"]
     before = {t: (DeltaTable(str(t)).version(), DeltaTable(str(t)).file_uris()) for t in tables}
     on_disk = {t: set(t.rglob("*.parquet")) for t in tables}
@@ -388,6 +390,6 @@ def test_killed_between_file_writes_and_commit_leaves_tables_unchanged(
     assert read_table(spark, str(lake / "things_rejects")).count() == first["rows_rejected"]
 
     # Re-run without the fault: both tables move on to version 1.
-    redo = run_ingest(load_config(cfg_file), spark)
+    redo = run_ingest(load_config(cfg_file), spark).summary()
     assert (redo["version"], redo["rejects_version"]) == (1, 1)
     assert os.environ.get("SPARKTRAIN_KILL_AT") is None

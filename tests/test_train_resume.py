@@ -28,9 +28,9 @@ def trained(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]: 
     return {
         "work": work,
         "lake": lake,
-        "cut": run_training(cut, spark),
-        "resumed": run_training(resumed, spark),
-        "straight": run_training(straight, spark),
+        "cut": run_training(cut, spark).summary(),
+        "resumed": run_training(resumed, spark).summary(),
+        "straight": run_training(straight, spark).summary(),
     }
 
 

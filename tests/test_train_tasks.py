@@ -23,7 +23,7 @@ def clean_rows(table: str) -> pa.Table:
 def test_digits_cnn_reaches_the_quality_bar(spark, tmp_path_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     lake = ingested_lake("digits", spark, tmp_path_factory)
     cfg = train_config("digits", lake, tmp_path, "train.workers=1", "train.epochs=10")
-    summary = run_training(cfg, spark)
+    summary = run_training(cfg, spark).summary()
     assert summary["test_metrics"]["accuracy"] >= 0.95
     mlflow.set_tracking_uri(str(cfg.tracking.uri))
     model = mlflow.pyfunc.load_model(f"models:/{cfg.model.name}@champion")
@@ -41,7 +41,7 @@ def test_penguins_autoencoder_flags_the_rare_species(
 ) -> None:  # type: ignore[no-untyped-def]
     lake = ingested_lake("penguins", spark, tmp_path_factory)
     cfg = train_config("penguins_anomaly", lake, tmp_path, "train.workers=1", "train.epochs=20")
-    summary = run_training(cfg, spark)
+    summary = run_training(cfg, spark).summary()
     assert summary["test_metrics"]["roc_auc"] >= 0.9
     assert summary["alias_moved"] is True
 
@@ -76,7 +76,7 @@ def test_penguins_body_mass_regression(spark, tmp_path_factory, tmp_path: Path) 
         "model.name=penguins-mass",
         "data.features=[culmen_length_mm, culmen_depth_mm, flipper_length_mm, island, sex]",
     )
-    summary = run_training(cfg, spark)
+    summary = run_training(cfg, spark).summary()
     metrics = summary["test_metrics"]
     assert set(metrics) == {"rmse", "mae", "r2"}
     assert metrics["r2"] > 0.7
@@ -103,5 +103,5 @@ def test_penguins_on_gpu_with_mixed_precision(spark, tmp_path_factory, tmp_path:
         "train.mixed_precision=true",
         "train.epochs=15",
     )
-    summary = run_training(cfg, spark)
+    summary = run_training(cfg, spark).summary()
     assert summary["test_metrics"]["accuracy"] >= 0.95

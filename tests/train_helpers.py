@@ -28,7 +28,9 @@ def ingested_lake(dataset: str, spark: Any, factory: pytest.TempPathFactory) -> 
             source = factory.mktemp("digits-png")
             write_digits_tree(source)
             overrides.append(f"data.source={source}")
-        summary = run_ingest(load_config(REPO / "conf" / f"{dataset}.yaml", overrides), spark)
+        summary = run_ingest(
+            load_config(REPO / "conf" / f"{dataset}.yaml", overrides), spark
+        ).summary()
         assert summary["rows_ok"] > 0, summary
         _INGESTED[dataset] = root
     return _INGESTED[dataset]

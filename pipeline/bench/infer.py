@@ -39,9 +39,9 @@ def train_model(spark: SparkSession, cfg: Config) -> str:
     """Train and register the model B5 scores (one in-process worker, one epoch); its URI."""
     replace = dataclasses.replace
     quick = replace(cfg.train, workers=1, launcher="local", epochs=1)
-    summary = run_training(replace(cfg, train=quick), spark)
-    _logger.info("B5 model: %s version %s", summary["model_name"], summary["model_version"])
-    return f"models:/{summary['model_name']}/{summary['model_version']}"
+    trained = run_training(replace(cfg, train=quick), spark)
+    _logger.info("B5 model: %s version %s", trained.model_name, trained.model_version)
+    return f"models:/{trained.model_name}/{trained.model_version}"
 
 
 def _forward_limit(model_uri: str, table: BenchTable) -> tuple[float, int]:
@@ -81,7 +81,7 @@ def bench_infer(spark: SparkSession, cfg: Config, ws: Workspace, table: BenchTab
             key=keys,
         )
         result, seconds = timed(
-            lambda: run_batch_inference(spark, dataclasses.replace(cfg, infer=infer))
+            lambda: run_batch_inference(dataclasses.replace(cfg, infer=infer), spark)
         )
         scored.append(result.rows_scored + result.rows_failed)
         return result.rows_scored / seconds

@@ -10,7 +10,7 @@ from pipeline.bench.figures import Figure, Pair
 from pipeline.bench.timing import alternate, timed
 from pipeline.bench.workspace import Workspace
 from pipeline.config import Config
-from pipeline.ingest import run_ingest
+from pipeline.ingest import IngestResult, run_ingest
 
 _logger = logging.getLogger(__name__)
 
@@ -18,12 +18,12 @@ _logger = logging.getLogger(__name__)
 def bench_ingest(spark: SparkSession, cfg: Config, ws: Workspace) -> Figure:
     """Rows/s of `run_ingest` (the ingest job's body) over the raw CSV, in this session."""
     raw_rows = cfg.data.synthetic.rows
-    summaries: list[dict[str, object]] = []
+    summaries: list[IngestResult] = []
 
     def ours() -> float:
         summary, seconds = timed(lambda: run_ingest(cfg, spark))
         summaries.append(summary)
-        return int(summary["rows_in"]) / seconds
+        return summary.rows_in / seconds
 
     def peer() -> float:
         out = str(ws.path("csv_to_parquet"))
@@ -51,10 +51,10 @@ def bench_ingest(spark: SparkSession, cfg: Config, ws: Workspace) -> Figure:
             "spark.read.csv(header).write.parquet of the same files, same Spark session"
         ),
         details={
-            "rows_ok": last["rows_ok"],
-            "rows_rejected": last["rows_rejected"],
-            "duplicates_dropped": last["duplicates_dropped"],
-            "row_groups": last.get("row_groups"),
+            "rows_ok": last.rows_ok,
+            "rows_rejected": last.rows_rejected,
+            "duplicates_dropped": last.duplicates_dropped,
+            "row_groups": last.row_groups,
             "ours_all_rounds": mine,
             "peer_all_rounds": theirs,
         },

@@ -76,8 +76,8 @@ def bench_tracking(cfg: Config, ws: Workspace, table: BenchTable) -> Figure:
         run_id = client.create_run(experiment_id).info.run_id if tracked else ""
         spec = _spec(cfg, ws, table, run_id, uri if tracked else "")
         result, seconds = timed(lambda: train_rank(spec))
-        if "error" in result:
-            raise RuntimeError(f"B7 training run failed: {result['error']}")
+        if result.error is not None:
+            raise RuntimeError(f"B7 training run failed: {result.error}")
         if tracked:
             client.set_terminated(run_id)
             logged = client.get_run(run_id).data.metrics

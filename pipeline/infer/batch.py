@@ -171,7 +171,7 @@ def _done_keys(spark: SparkSession, path: str, ref: ModelRef, keys: list[str]) -
     ).select(*keys)
 
 
-def run_batch_inference(spark: SparkSession, cfg: Config) -> InferenceResult:
+def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
     client = MlflowClient(
         tracking_uri=cfg.tracking.tracking_uri(), registry_uri=cfg.tracking.tracking_uri()
     )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pyspark import StorageLevel
@@ -64,7 +65,32 @@ def _counts_by(df: DataFrame, column: str) -> dict[str, int]:
     return {str(r[column]): int(r["count"]) for r in df.groupBy(column).count().collect()}
 
 
-def run_ingest(cfg: Config, spark: SparkSession) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class IngestResult:
+    """The ingest job's outcome; `summary()` is its JSON line."""
+
+    table: str
+    rejects_table: str
+    source: str
+    files: int
+    mode: str
+    version: int | None
+    rejects_version: int | None
+    skipped: bool  # this input was already ingested: nothing written
+    rows_in: int
+    rows_ok: int
+    rows_rejected: int
+    duplicates_dropped: int
+    splits: dict[str, int]
+    reject_rules: dict[str, int] = field(default_factory=dict)
+    row_groups: int | None = None
+    engine: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     """Ingest `cfg.data.source` into `cfg.data.table_name` and its rejects table."""
     data = cfg.data
     location = resolve_source(data.source)
@@ -72,7 +98,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     clean_path = cfg.table_path(data.table_name)
     rejects_path = cfg.table_path(rejects_table_name(data.table_name))
     app_id = APP_PREFIX + fingerprint(files) if data.mode == "append" else None
-    base = {
+    base: dict[str, Any] = {
         "table": clean_path,
         "rejects_table": rejects_path,
         "source": location,
@@ -83,22 +109,24 @@ def run_ingest(cfg: Config, spark: SparkSession) -> dict[str, Any]:
         transaction_version(p, app_id) is not None for p in (clean_path, rejects_path)
     ):
         _logger.info("%s: input already ingested (%s); nothing to do", clean_path, app_id)
-        return {
+        return IngestResult(
             **base,
-            "version": version_if_exists(clean_path),
-            "rejects_version": version_if_exists(rejects_path),
-            "skipped": True,
-            "rows_in": 0,
-            "rows_ok": 0,
-            "rows_rejected": 0,
-            "duplicates_dropped": 0,
-            "splits": dict.fromkeys(SPLITS, 0),
-        }
+            version=version_if_exists(clean_path),
+            rejects_version=version_if_exists(rejects_path),
+            skipped=True,
+            rows_in=0,
+            rows_ok=0,
+            rows_rejected=0,
+            duplicates_dropped=0,
+            splits=dict.fromkeys(SPLITS, 0),
+        )
 
     judged = classify(spark, data, location)
     persisted: list[DataFrame] = [judged.df.persist(CACHE)]
     try:
-        return {**base, **_ingest(cfg, spark, judged.df, judged.columns, persisted, app_id)}
+        return IngestResult(
+            **base, **_ingest(cfg, spark, judged.df, judged.columns, persisted, app_id)
+        )
     finally:
         for df in persisted:
             df.unpersist()

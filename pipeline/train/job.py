@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import mlflow
@@ -36,7 +36,7 @@ from pipeline.train.data import (
 )
 from pipeline.train.evaluate import calibrate, evaluate
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor
-from pipeline.train.loop import RankSpec, train_rank
+from pipeline.train.loop import RankResult, RankSpec, train_rank
 from pipeline.train.registry import register_and_promote, rescorer
 from pipeline.train.tracking import (
     absolute_uri,
@@ -47,7 +47,7 @@ from pipeline.train.tracking import (
     log_scorer,
     start_run,
 )
-from pipeline.train.user_code import ship_to_executors, user_code_paths
+from pipeline.train.user_code import pack, user_code_paths
 
 _logger = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def _rows(df: DataFrame, pre: Preprocessor, split: str) -> pd.DataFrame:
     return df.where(F.col(SPLIT) == split).select(*pre.feature_names, pre.label.name).toPandas()
 
 
-def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> dict[str, Any]:
-    results = run_distributed(
+def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> RankResult:
+    results: list[RankResult] = run_distributed(
         spark,
         train_rank,
         (spec,),
@@ -115,9 +115,9 @@ def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> dict[str, Any]:
         start_timeout_s=cfg.train.start_timeout_s,
     )
     for result in results:
-        if "error" in result:
-            raise _ERRORS.get(result["error_type"], TrainingError)(result["error"])
-    return next(r for r in results if r["rank"] == 0)
+        if result.error is not None:
+            raise _ERRORS.get(str(result.error_type), TrainingError)(result.error)
+    return next(r for r in results if r.rank == 0)
 
 
 @dataclass(frozen=True)
@@ -172,10 +172,10 @@ class _Scored:
     info: ModelInfo
 
 
-def _evaluate_and_log(cfg: Config, p: _Prepared, trained: dict[str, Any]) -> _Scored:
+def _evaluate_and_log(cfg: Config, p: _Prepared, trained: RankResult) -> _Scored:
     """Score the best weights on the validation and, once, the test split with the served
     code path, then log the metrics, plots and the pyfunc."""
-    state = torch.load(io.BytesIO(trained["state"]), map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(trained.state), map_location="cpu", weights_only=True)
     scorer = Scorer.from_state(p.pre, cfg.model.family, p.sizes, state)
     task = p.pre.task
     val_rows = _rows(p.df, p.pre, "val")
@@ -189,12 +189,12 @@ def _evaluate_and_log(cfg: Config, p: _Prepared, trained: dict[str, Any]) -> _Sc
         {
             **{f"best_val_{k}": v for k, v in val.metrics.items()},
             **{f"test_{k}": v for k, v in test.metrics.items()},
-            "epochs_run": trained["epochs_run"],
+            "epochs_run": trained.epochs_run,
             # per-epoch throughput is `samples_per_sec`, logged by rank 0 each epoch
-            "mean_samples_per_sec": trained["samples_per_sec"],
+            "mean_samples_per_sec": trained.samples_per_sec,
         }
     )
-    log_figure(plots.loss_curve(trained["history"]), "loss_curve.png")
+    log_figure(plots.loss_curve(trained.history), "loss_curve.png")
     if test.confusion is not None:
         figure = plots.confusion_matrix(test.confusion, p.pre.label.classes)
         log_figure(figure, "confusion_matrix.png")
@@ -210,14 +210,38 @@ def _evaluate_and_log(cfg: Config, p: _Prepared, trained: dict[str, Any]) -> _Sc
     return _Scored(val, test, val_rows, info)
 
 
-def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TrainingResult:
+    """The training job's outcome; `summary()` is its JSON line."""
+
+    run_id: str
+    model_name: str
+    model_version: int | None  # None when tracking.register=false
+    model_uri: str
+    alias_moved: bool
+    table: str
+    table_path: str
+    table_version: int
+    val_metrics: dict[str, float]  # best weights on the validation split: decides the champion
+    test_metrics: dict[str, float]  # reported only
+    epochs_run: int
+    best_epoch: int  # 1-based
+    stopped_early: bool
+    samples_per_sec: float
+    workers: int
+    checkpoint: str
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
     """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
     ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name)
     resumed = load_checkpoint(ckpt) if cfg.train.resume else None
     p = _prepare(cfg, spark, resumed)
-    ship_to_executors(spark, user_code_paths(cfg.model))
 
     with start_run(cfg.tracking, uri, resumed["run_id"] if resumed else None) as run:
         run_id = run.info.run_id
@@ -237,6 +261,7 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
             family=cfg.model.family,
             model_config=p.sizes,
             loss=cfg.model.loss,
+            user_code=pack(user_code_paths(cfg.model)),
             train=cfg.train,
             steps_per_epoch=steps_per_epoch(
                 p.counts.usable["train"], cfg.train.batch_size, cfg.train.workers
@@ -263,21 +288,21 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
                 rescore=rescorer(p.pre.task, scored.val_rows),
             )
             version, moved = int(decision.version), decision.alias_moved
-    return {
-        "run_id": run_id,
-        "model_name": cfg.model.name,
-        "model_version": version,
-        "model_uri": scored.info.model_uri,
-        "alias_moved": moved,
-        "table": p.table,
-        "table_path": p.snap.path,
-        "table_version": p.snap.version,
-        "val_metrics": scored.val.metrics,
-        "test_metrics": scored.test.metrics,
-        "epochs_run": trained["epochs_run"],
-        "best_epoch": trained["best_epoch"] + 1,
-        "stopped_early": trained["stopped_early"],
-        "samples_per_sec": round(trained["samples_per_sec"], 1),
-        "workers": cfg.train.workers,
-        "checkpoint": ckpt,
-    }
+    return TrainingResult(
+        run_id=run_id,
+        model_name=cfg.model.name,
+        model_version=version,
+        model_uri=scored.info.model_uri,
+        alias_moved=moved,
+        table=p.table,
+        table_path=p.snap.path,
+        table_version=p.snap.version,
+        val_metrics=scored.val.metrics,
+        test_metrics=scored.test.metrics,
+        epochs_run=trained.epochs_run,
+        best_epoch=trained.best_epoch + 1,
+        stopped_early=trained.stopped_early,
+        samples_per_sec=round(trained.samples_per_sec, 1),
+        workers=cfg.train.workers,
+        checkpoint=ckpt,
+    )

@@ -30,6 +30,7 @@ from pipeline.contract.specs import build_network, import_object
 from pipeline.errors import SparktrainError, TrainingError
 from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
+from pipeline.train.user_code import CodeArchive, unpack
 
 _logger = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class RankSpec:
     family: str
     model_config: dict[str, Any]
     loss: str | None = None  # model.loss, "my_pkg.losses:focal": replaces the task's loss
+    user_code: list[CodeArchive] = field(default_factory=list)  # model.module's package, zipped
     train: TrainConfig
     steps_per_epoch: int
     checkpoint_path: str
@@ -51,6 +53,26 @@ class RankSpec:
     table_version: int
     tracking_uri: str  # "" turns off rank 0's per-epoch MLflow logging (benchmark B7)
     log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """What a rank returns to the driver (pickled back by horovod.spark.run).
+
+    A rank that stopped on an error the user can fix returns it as data (`error`,
+    `error_type`), so every rank ends cleanly and the driver raises it with its message.
+    Only rank 0 fills in the training outcome; `state` holds the best weights (torch.save).
+    """
+
+    rank: int
+    error: str | None = None
+    error_type: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
+    best_epoch: int = -1  # 0-based
+    stopped_early: bool = False
+    samples_per_sec: float = 0.0
+    state: bytes = b""
 
 
 @dataclass
@@ -68,7 +90,7 @@ class _Progress:
     wall_seconds: float = 0.0  # whole epochs, validation included, for the ETA
 
 
-def train_rank(spec: RankSpec) -> dict[str, Any]:
+def train_rank(spec: RankSpec) -> RankResult:
     """Train on this rank's shard. Returns errors the user can fix as data, so every rank
     ends cleanly and the driver can raise them with their message intact."""
     if not logging.getLogger().handlers:  # a fresh rank process: log to stderr like the job
@@ -80,10 +102,11 @@ def train_rank(spec: RankSpec) -> dict[str, Any]:
     hvd.init()
     threads = torch.get_num_threads()
     try:
+        unpack(spec.user_code)
         return _Trainer(spec).run()
     except SparktrainError as exc:
         _logger.error("rank %d stopped: %s", hvd.rank(), exc)
-        return {"rank": hvd.rank(), "error": str(exc), "error_type": type(exc).__name__}
+        return RankResult(rank=hvd.rank(), error=str(exc), error_type=type(exc).__name__)
     finally:
         torch.set_num_threads(threads)
         hvd.shutdown()
@@ -298,7 +321,7 @@ class _Trainer:
         named = dict(zip(self.task.epoch_sums, sums, strict=True))
         return {"val_loss": loss_sum / rows, **self.task.epoch_metrics(self.pre.label, named, rows)}
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> RankResult:
         p, cfg = self.progress, self.cfg
         for epoch in range(p.epochs_done, cfg.epochs):
             if p.stopped_early:
@@ -342,18 +365,18 @@ class _Trainer:
                 self._checkpoint(rngs)
                 self._report(record)
         if self.rank != 0:
-            return {"rank": self.rank}
+            return RankResult(rank=self.rank)
         buffer = io.BytesIO()
         torch.save(self.best_state, buffer)
-        return {
-            "rank": 0,
-            "history": p.history,
-            "epochs_run": p.epochs_done,
-            "best_epoch": p.best_epoch,
-            "stopped_early": p.stopped_early,
-            "samples_per_sec": p.train_rows / max(p.train_seconds, 1e-9),
-            "state": buffer.getvalue(),
-        }
+        return RankResult(
+            rank=0,
+            history=p.history,
+            epochs_run=p.epochs_done,
+            best_epoch=p.best_epoch,
+            stopped_early=p.stopped_early,
+            samples_per_sec=p.train_rows / max(p.train_seconds, 1e-9),
+            state=buffer.getvalue(),
+        )
 
     def _checkpoint(self, rngs: list[dict[str, Any]]) -> None:
         save_checkpoint(

@@ -1,19 +1,22 @@
-"""The user's own code (model.module, model.loss): where it lives, shipped to executors.
+"""The user's own code (model.module, model.loss): where it lives, and how ranks get it.
 
-The package that holds the class travels twice: to the Spark executors that
-run the ranks (`SparkContext.addPyFile`, as `spark-submit --py-files` would),
-and into the logged model (MLflow code_paths), so a process without the
-package on its path still loads `models:/<name>@champion`.
+The package that holds the class travels twice: to the ranks, zipped inside
+their RankSpec (Horovod starts each rank as a process of its own, which does
+not see files added to the Spark workers' path), and into the logged model
+(MLflow code_paths), so a process without the package on its path still loads
+`models:/<name>@champion`. A package installed on every node is used as it is.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import io
 import logging
-import shutil
+import sys
 import tempfile
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-
-from pyspark.sql import SparkSession
 
 from pipeline.config import ModelConfig
 from pipeline.contract.specs import user_code_path
@@ -21,28 +24,43 @@ from pipeline.contract.specs import user_code_path
 _logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class CodeArchive:
+    """One top-level package (or single module) of the user's, zipped."""
+
+    name: str  # its import name
+    data: bytes
+
+
 def user_code_paths(model: ModelConfig) -> list[Path]:
     """The top-level packages (or single modules) of model.module and model.loss."""
     refs = [ref for ref in (model.module, model.loss) if ref]
-    if model.family != "custom":
-        refs = [ref for ref in refs if ref != model.module]
     paths = {p for p in (user_code_path(ref) for ref in refs) if p is not None}
     # Installed libraries (model.loss=torch.nn.functional:l1_loss) are the environment's job.
     return sorted(p for p in paths if not {"site-packages", "dist-packages"} & set(p.parts))
 
 
-def ship_to_executors(spark: SparkSession, paths: list[Path]) -> None:
-    """Each package as a zip on the executors' Python path (a single module as itself)."""
+def pack(paths: list[Path]) -> list[CodeArchive]:
+    """Each package's source files (no bytecode) as a zip rooted at its parent directory."""
+    archives = []
     for path in paths:
-        if path.is_file():
-            spark.sparkContext.addPyFile(str(path))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            files = [path] if path.is_file() else sorted(path.rglob("*"))
+            for file in files:
+                if file.is_file() and "__pycache__" not in file.parts:
+                    archive.write(file, str(file.relative_to(path.parent)))
+        archives.append(CodeArchive(name=path.stem, data=buffer.getvalue()))
+    return archives
+
+
+def unpack(archives: list[CodeArchive]) -> None:
+    """Put the user's packages on this process's path, unless they are importable already."""
+    for code in archives:
+        if importlib.util.find_spec(code.name) is not None:
             continue
-        staging = Path(tempfile.mkdtemp(prefix="sparktrain-user-code-"))
-        archive = shutil.make_archive(
-            str(staging / path.name),
-            "zip",
-            root_dir=path.parent,
-            base_dir=path.name,
-        )
-        spark.sparkContext.addPyFile(archive)
-        _logger.info("shipped %s to the executors as %s", path, archive)
+        target = tempfile.mkdtemp(prefix=f"sparktrain-user-code-{code.name}-")
+        with zipfile.ZipFile(io.BytesIO(code.data)) as archive:
+            archive.extractall(target)
+        sys.path.insert(0, target)
+        _logger.info("user package %s unpacked to %s", code.name, target)
