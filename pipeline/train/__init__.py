@@ -1,8 +1,9 @@
 """Distributed training: Delta (pinned version) -> Petastorm -> Horovod ranks -> MLflow.
 
-Modules: fit (preprocessing fitted in Spark), preprocess (applied with numpy),
-data (Petastorm shards), loop (the per-rank loop), checkpoint, tracking,
-serving (the pyfunc contract), evaluate, registry, job (the driver side).
-Importing this package stays light: the served model imports serving.py in
-processes that have no Spark.
+Modules: fit (preprocessing fitted in Spark, from what the task declares), data
+(Petastorm shards), loop (the per-rank loop), checkpoint, tracking, evaluate,
+registry (the champion, chosen on validation), user_code (the user's package,
+shipped to ranks and logged), job (the driver side). What a task or a model
+family means lives in `pipeline/contract`; `serving.py` here only keeps models
+logged before that move loadable.
 """
