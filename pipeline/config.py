@@ -202,6 +202,13 @@ class TrainConfig:
     # Train rows a rank shuffles together across row groups (tables are often
     # stored in label order, so one row group alone is a poor batch source).
     shuffle_buffer_rows: int = 10_000
+    # A lost rank (process or executor) restarts the ranks from the last checkpoint, in the
+    # same MLflow run, at most this many times (ranks on Spark only: one in-process rank is
+    # the driver itself).
+    max_restarts: int = 1
+    # A rank that reaches no new step (or whose process does not run) for this long is
+    # ended by its watchdog; Horovod's stall shutdown and Gloo's timeout are set just above.
+    stall_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -218,6 +225,12 @@ class TrainConfig:
                 )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}; e.g. train.lr=0.01")
+        if self.max_restarts < 0 or self.stall_timeout_s < 1:
+            raise ConfigError(
+                "train.max_restarts must be >= 0 and train.stall_timeout_s >= 1 "
+                f"(got {self.max_restarts} and {self.stall_timeout_s}); e.g. "
+                "train.max_restarts=1 train.stall_timeout_s=300"
+            )
         if self.warmup_epochs < 0 or self.start_timeout_s < 1:
             raise ConfigError(
                 "train.warmup_epochs must be >= 0 and train.start_timeout_s >= 1 "

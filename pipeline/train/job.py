@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -17,11 +18,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config, flatten
-from pipeline.errors import ConfigError, SparktrainError, TrainingError
+from pipeline.errors import ConfigError, TrainingError
 from pipeline.lake.read import Snapshot, read_table, snapshot
-from pipeline.launch import run_distributed
 from pipeline.train import plots
-from pipeline.train.checkpoint import checkpoint_path, load_checkpoint
+from pipeline.train.checkpoint import RunRecord, checkpoint_path, latest_resumable
 from pipeline.train.data import (
     SPLIT,
     ReaderSpec,
@@ -32,9 +32,10 @@ from pipeline.train.data import (
 )
 from pipeline.train.evaluate import Evaluation, anomaly_threshold, evaluate, selection_score
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor, usable_rows
-from pipeline.train.loop import RankSpec, train_rank
+from pipeline.train.loop import RankSpec
 from pipeline.train.preprocess import Preprocessor
 from pipeline.train.registry import register_and_promote
+from pipeline.train.restarts import launch_ranks
 from pipeline.train.serving import Scorer
 from pipeline.train.tracking import (
     absolute_uri,
@@ -47,9 +48,6 @@ from pipeline.train.tracking import (
 )
 
 _logger = logging.getLogger(__name__)
-
-# Ranks return user-fixable errors by class name; the driver raises the same class.
-_ERRORS = {cls.__name__: cls for cls in SparktrainError.__subclasses__()}
 
 
 def model_config(cfg: Config, pre: Preprocessor) -> dict[str, Any]:
@@ -90,17 +88,17 @@ def model_config(cfg: Config, pre: Preprocessor) -> dict[str, Any]:
     }
 
 
-def _pin_version(cfg: Config, table_path: str, resumed: dict[str, Any] | None) -> Snapshot:
+def _pin_version(cfg: Config, table_path: str, resumed: RunRecord | None) -> Snapshot:
     """The version to train on: data.version, else the checkpoint's when resuming, else latest."""
     version = cfg.data.version
     if resumed is not None:
-        if version is not None and version != resumed["table_version"]:
+        if version is not None and version != resumed.table_version:
             raise TrainingError(
-                f"the checkpoint was trained on table version {resumed['table_version']}, but "
+                f"the checkpoint was trained on table version {resumed.table_version}, but "
                 f"data.version={version}; resume on the same version or train without "
                 "train.resume"
             )
-        version = resumed["table_version"]
+        version = resumed.table_version
     snap = snapshot(table_path, version)
     if snap.partition_columns:
         raise TrainingError(
@@ -119,21 +117,6 @@ def _rows(df: DataFrame, pre: Preprocessor, split: str, *, usable_only: bool) ->
     return rows.select(*pre.feature_names, pre.label.name).toPandas()
 
 
-def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> dict[str, Any]:
-    results = run_distributed(
-        spark,
-        train_rank,
-        (spec,),
-        num_proc=cfg.train.workers,
-        launcher=cfg.train.launcher,
-        start_timeout_s=cfg.train.start_timeout_s,
-    )
-    for result in results:
-        if "error" in result:
-            raise _ERRORS.get(result["error_type"], TrainingError)(result["error"])
-    return next(r for r in results if r["rank"] == 0)
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """The pinned table version and what Spark learned from it."""
@@ -147,7 +130,7 @@ class _Prepared:
     reader: ReaderSpec
 
 
-def _prepare(cfg: Config, spark: SparkSession, resumed: dict[str, Any] | None) -> _Prepared:
+def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Prepared:
     table = cfg.data.table_name
     snap = _pin_version(cfg, cfg.table_path(table), resumed)
     df = read_table(spark, snap.path, snap.version)
@@ -221,12 +204,16 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
-    ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name)
-    resumed = load_checkpoint(ckpt) if cfg.train.resume else None
+    resumed = (
+        latest_resumable(cfg.train.checkpoint_dir, cfg.model.name)[0] if cfg.train.resume else None
+    )
     p = _prepare(cfg, spark, resumed)
 
-    with start_run(cfg.tracking, uri, resumed["run_id"] if resumed else None) as run:
+    with start_run(cfg.tracking, uri, resumed.run_id if resumed else None) as run:
         run_id = run.info.run_id
+        ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name, run_id)
+        if resumed is None:
+            RunRecord(run_id=run_id, table_version=p.snap.version).write(Path(ckpt).parent)
         if resumed is None:  # MLflow params are write-once; a resumed run already has them
             log_params(flatten(cfg))
         log_lineage(p.table, p.snap, p.counts)
@@ -253,7 +240,8 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
             tracking_uri=uri,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
-        trained = _launch(cfg, spark, spec)
+        launched = launch_ranks(spark, spec, cfg.train)
+        trained = launched.result
         result, info = _evaluate_and_log(cfg, p, trained)
         version, moved = None, False
         if cfg.tracking.register:
@@ -283,4 +271,5 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
         "samples_per_sec": round(trained["samples_per_sec"], 1),
         "workers": cfg.train.workers,
         "checkpoint": ckpt,
+        "restarts": launched.restarts,
     }

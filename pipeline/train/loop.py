@@ -17,6 +17,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ from pipeline.config import TrainConfig
 from pipeline.errors import SparktrainError, TrainingError
 from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
+from pipeline.train.heartbeat import Heartbeat, heartbeat_path
 from pipeline.train.preprocess import Preprocessor
+from pipeline.train.watchdog import start_watchdog
 
 _logger = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ class RankSpec:
     table_version: int
     tracking_uri: str  # "" turns off rank 0's per-epoch MLflow logging (benchmark B7)
     log_level: str = "INFO"
+    # Start a watchdog process that ends this rank when it stalls (ranks on Spark only: an
+    # in-process rank is the driver).
+    watchdog: bool = False
 
 
 @dataclass
@@ -67,6 +73,15 @@ class _Progress:
     wall_seconds: float = 0.0  # whole epochs, validation included, for the ETA
 
 
+@dataclass(frozen=True)
+class _Restored:
+    """What rank 0 broadcasts after loading a checkpoint: its state, or why it failed."""
+
+    error: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    rng: list[dict[str, Any]] = field(default_factory=list)
+
+
 def train_rank(spec: RankSpec) -> dict[str, Any]:
     """Train on this rank's shard. Returns errors the user can fix as data, so every rank
     ends cleanly and the driver can raise them with their message intact."""
@@ -78,12 +93,19 @@ def train_rank(spec: RankSpec) -> dict[str, Any]:
 
     hvd.init()
     threads = torch.get_num_threads()
+    beats = Heartbeat(heartbeat_path(Path(spec.checkpoint_path).parent, hvd.rank()), hvd.rank())
+    watchdog = start_watchdog(beats.path, spec.train.stall_timeout_s) if spec.watchdog else None
     try:
-        return _Trainer(spec).run()
+        return _Trainer(spec, beats).run()
     except SparktrainError as exc:
         _logger.error("rank %d stopped: %s", hvd.rank(), exc)
         return {"rank": hvd.rank(), "error": str(exc), "error_type": type(exc).__name__}
     finally:
+        beats.beat(0, 0, "finished")
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
+        beats.close()
         torch.set_num_threads(threads)
         hvd.shutdown()
 
@@ -128,10 +150,11 @@ def pick_device(use_gpu: bool, local_rank: int) -> torch.device:
 
 
 class _Trainer:
-    def __init__(self, spec: RankSpec) -> None:
+    def __init__(self, spec: RankSpec, beats: Heartbeat) -> None:
         import horovod.torch as hvd
 
         self.hvd = hvd
+        self.beats = beats
         self.spec = spec
         self.cfg = spec.train
         self.rank, self.size = hvd.rank(), hvd.size()
@@ -171,22 +194,34 @@ class _Trainer:
     # ------------------------------------------------------------ resume
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.spec.checkpoint_path) if self.rank == 0 else None
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.best_state = state["best_state"]
-        shared = self.hvd.broadcast_object(
-            None if state is None else {"progress": state["progress"], "rng": state["rng"]},
-            root_rank=0,
-        )
-        self.progress = _Progress(**shared["progress"])
-        if len(shared["rng"]) == self.size:
-            set_rng_state(shared["rng"][self.rank])
+        """Rank 0 loads the checkpoint and tells every rank how that went. The broadcast has a
+        fixed name: Horovod otherwise names it after the object's type, and rank 0's payload
+        and the others' placeholder differ in type, so no rank would ever match."""
+        outcome = _Restored()
+        if self.rank == 0:
+            try:
+                state = load_checkpoint(self.spec.checkpoint_path)
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.best_state = state["best_state"]
+                outcome = _Restored(progress=state["progress"], rng=state["rng"])
+            except SparktrainError as exc:  # every rank must learn of it, or the others hang
+                outcome = _Restored(error=str(exc))
+            except Exception as exc:
+                outcome = _Restored(
+                    error=f"{type(exc).__name__}: {exc}. Train without train.resume, or with "
+                    "the model and optimizer settings the checkpoint was written with"
+                )
+        shared: _Restored = self.hvd.broadcast_object(outcome, root_rank=0, name="resume.state")
+        if shared.error is not None:
+            raise TrainingError(f"rank 0 could not restore the checkpoint: {shared.error}")
+        self.progress = _Progress(**shared.progress)
+        if len(shared.rng) == self.size:
+            set_rng_state(shared.rng[self.rank])
         elif self.rank == 0:
             _logger.warning(
                 "checkpoint was written by %d ranks, now %d: RNG states not restored",
-                len(shared["rng"]),
+                len(shared.rng),
                 self.size,
             )
         if self.rank == 0:
@@ -264,6 +299,7 @@ class _Trainer:
             buffer_rows=self.cfg.shuffle_buffer_rows,
         )
         for step, (x, y) in enumerate(batches):
+            self.beats.beat(epoch, step, "training")
             for group in self.optimizer.param_groups:
                 group["lr"] = self._lr(epoch, step)
             loss_sum += self._step(*self._tensors(x, y)) * len(x)
@@ -277,14 +313,17 @@ class _Trainer:
         self.model.eval()
         loss_sum = rows = correct = 0.0
         with torch.no_grad():
-            for xb, yb in eval_batches(
-                self.spec.reader,
-                self.pre,
-                rank=self.rank,
-                size=self.size,
-                split="val",
-                batch_size=self.cfg.eval_batch_size,
+            for step, (xb, yb) in enumerate(
+                eval_batches(
+                    self.spec.reader,
+                    self.pre,
+                    rank=self.rank,
+                    size=self.size,
+                    split="val",
+                    batch_size=self.cfg.eval_batch_size,
+                )
             ):
+                self.beats.beat(epoch, step, "validating")
                 x, y = self._tensors(xb, yb)
                 out = self.model(x)
                 loss_sum += float(self._loss(out, x, y, reduction="sum").item())
@@ -342,6 +381,7 @@ class _Trainer:
                 self.hvd.broadcast_object(patience > 0 and p.bad_epochs >= patience, root_rank=0)
             )
             rngs = self.hvd.allgather_object(rng_state())
+            self.beats.beat(epoch, 0, "checkpointing")
             if self.rank == 0:
                 self._checkpoint(rngs)
                 self._report(record)
