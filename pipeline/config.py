@@ -249,6 +249,22 @@ class TrackingConfig:
     run_name: str | None = None
     # How long the pre-training check of the tracking store may take before it counts as down.
     check_timeout_s: float = 10.0
+    # Training goes on while the tracking server is down (metrics are buffered and kept in the
+    # checkpoint); an outage longer than this stops the job, which can then be resumed.
+    outage_timeout_s: float = 300.0
+    # A RUNNING run whose driver heartbeat tag is older than this is marked KILLED by the next
+    # training job of its experiment and by jobs/doctor.py (its driver died). Longer than
+    # outage_timeout_s: a driver waiting out an outage cannot write its heartbeat.
+    orphan_after_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.outage_timeout_s <= 0 or self.orphan_after_s <= self.outage_timeout_s:
+            raise ConfigError(
+                f"tracking.orphan_after_s ({self.orphan_after_s:g}) must be longer than "
+                f"tracking.outage_timeout_s ({self.outage_timeout_s:g}) and both positive, or "
+                "a live job waiting out an outage would be marked KILLED; e.g. "
+                "tracking.outage_timeout_s=300 tracking.orphan_after_s=900"
+            )
 
     def tracking_uri(self) -> str:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

@@ -33,6 +33,7 @@ from pipeline.train.data import (
 from pipeline.train.evaluate import Evaluation, anomaly_threshold, evaluate, selection_score
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor, usable_rows
 from pipeline.train.loop import RankSpec
+from pipeline.train.outage import bounded_tracking_calls
 from pipeline.train.preprocess import Preprocessor
 from pipeline.train.registry import register_and_promote
 from pipeline.train.restarts import launch_ranks
@@ -200,6 +201,7 @@ def _evaluate_and_log(
     return result, log_scorer(scorer, example, metadata)
 
 
+@bounded_tracking_calls
 def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
     uri = absolute_uri(cfg.tracking.tracking_uri())
@@ -238,6 +240,7 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
             run_id=run_id,
             table_version=p.snap.version,
             tracking_uri=uri,
+            outage_timeout_s=cfg.tracking.outage_timeout_s,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
         launched = launch_ranks(spark, spec, cfg.train)

@@ -27,10 +27,11 @@ from torch import nn
 
 from models import build_model
 from pipeline.config import TrainConfig
-from pipeline.errors import SparktrainError, TrainingError
+from pipeline.errors import SparktrainError, TrackingError, TrainingError
 from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
 from pipeline.train.heartbeat import Heartbeat, heartbeat_path
+from pipeline.train.metric_buffer import MetricBuffer
 from pipeline.train.preprocess import Preprocessor
 from pipeline.train.watchdog import start_watchdog
 
@@ -56,6 +57,8 @@ class RankSpec:
     # Start a watchdog process that ends this rank when it stalls (ranks on Spark only: an
     # in-process rank is the driver).
     watchdog: bool = False
+    # Rank 0 stops the job when the tracking server has not answered for this long.
+    outage_timeout_s: float = 300.0
 
 
 @dataclass
@@ -74,12 +77,21 @@ class _Progress:
 
 
 @dataclass(frozen=True)
+class _EpochEnd:
+    """Rank 0's decisions at the end of an epoch, which every rank follows."""
+
+    stop_early: bool
+    tracking_outage: str | None  # why the job must stop, when the server is gone too long
+
+
+@dataclass(frozen=True)
 class _Restored:
     """What rank 0 broadcasts after loading a checkpoint: its state, or why it failed."""
 
     error: str | None = None
     progress: dict[str, Any] = field(default_factory=dict)
     rng: list[dict[str, Any]] = field(default_factory=list)
+    pending_metrics: list[dict[str, Any]] = field(default_factory=list)  # rank 0's only
 
 
 def train_rank(spec: RankSpec) -> dict[str, Any]:
@@ -183,17 +195,22 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.progress = _Progress()
         self.best_state: dict[str, torch.Tensor] | None = None
+        unsent: list[dict[str, Any]] = []
         if spec.resume:
-            self._restore()
+            unsent = self._restore()
         # Optimizer state first: Horovod initialises empty state with a zero-gradient step,
         # which weight decay turns into a parameter change that the broadcast below undoes.
         hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
         hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
-        self.tracker = _MetricLogger(spec) if self.rank == 0 and spec.tracking_uri else None
+        self.tracker = (
+            MetricBuffer(spec.tracking_uri, spec.run_id, spec.outage_timeout_s, unsent)
+            if self.rank == 0 and spec.tracking_uri
+            else None
+        )
 
     # ------------------------------------------------------------ resume
 
-    def _restore(self) -> None:
+    def _restore(self) -> list[dict[str, Any]]:
         """Rank 0 loads the checkpoint and tells every rank how that went. The broadcast has a
         fixed name: Horovod otherwise names it after the object's type, and rank 0's payload
         and the others' placeholder differ in type, so no rank would ever match."""
@@ -204,7 +221,11 @@ class _Trainer:
                 self.model.load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
                 self.best_state = state["best_state"]
-                outcome = _Restored(progress=state["progress"], rng=state["rng"])
+                outcome = _Restored(
+                    progress=state["progress"],
+                    rng=state["rng"],
+                    pending_metrics=state.get("pending_metrics", []),
+                )
             except SparktrainError as exc:  # every rank must learn of it, or the others hang
                 outcome = _Restored(error=str(exc))
             except Exception as exc:
@@ -228,6 +249,7 @@ class _Trainer:
             _logger.info(
                 "resuming after epoch %d of %d", self.progress.epochs_done, self.cfg.epochs
             )
+        return outcome.pending_metrics
 
     # ------------------------------------------------------------ steps
 
@@ -375,16 +397,30 @@ class _Trainer:
                     }
             else:
                 p.bad_epochs += 1
+            if self.tracker is not None:  # queued before the checkpoint, which keeps it
+                self.tracker.add(record)
             patience = cfg.early_stopping_patience
             # Every rank computed the same allreduced val_loss; rank 0's word makes it certain.
-            p.stopped_early = bool(
-                self.hvd.broadcast_object(patience > 0 and p.bad_epochs >= patience, root_rank=0)
+            decision: _EpochEnd = self.hvd.broadcast_object(
+                _EpochEnd(
+                    stop_early=patience > 0 and p.bad_epochs >= patience,
+                    tracking_outage=self.tracker.outage() if self.tracker else None,
+                ),
+                root_rank=0,
+                name="epoch.end",
             )
+            p.stopped_early = decision.stop_early
             rngs = self.hvd.allgather_object(rng_state())
             self.beats.beat(epoch, 0, "checkpointing")
             if self.rank == 0:
                 self._checkpoint(rngs)
                 self._report(record)
+            if decision.tracking_outage is not None:
+                raise TrackingError(decision.tracking_outage)
+        if self.tracker is not None:
+            outage = self.tracker.close()  # after the last collective: nobody waits on this
+            if outage is not None:
+                raise TrackingError(outage)
         if self.rank != 0:
             return {"rank": self.rank}
         buffer = io.BytesIO()
@@ -408,6 +444,7 @@ class _Trainer:
                 "best_state": self.best_state,
                 "progress": vars(self.progress),
                 "rng": rngs,
+                "pending_metrics": self.tracker.pending() if self.tracker else [],
                 "run_id": self.spec.run_id,
                 "table_version": self.spec.table_version,
             },
@@ -429,25 +466,3 @@ class _Trainer:
             time.strftime("%H:%M:%S", time.gmtime(eta)),
             " | early stop: no val_loss improvement" if p.stopped_early else "",
         )
-        if self.tracker is not None:
-            self.tracker.log(record)
-
-
-class _MetricLogger:
-    """Rank 0's live per-epoch metrics in the job's MLflow run."""
-
-    def __init__(self, spec: RankSpec) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=spec.tracking_uri)
-        self.run_id = spec.run_id
-
-    def log(self, record: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        step, now = int(record["epoch"]), int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in record.items() if k != "epoch"]
-        try:
-            self.client.log_batch(self.run_id, metrics=metrics)
-        except Exception as exc:  # a tracking hiccup must not kill hours of training
-            _logger.warning("could not log epoch %d metrics to MLflow: %s", step, exc)
