@@ -28,7 +28,7 @@ from tests.train_helpers import ingested_lake, train_config
 pytestmark = pytest.mark.slow
 
 # the config's early stopping; small batches give each epoch ~15 steps to be killed in
-SEEDED = ("train.workers=2", "train.epochs=6", "train.batch_size=8", "train.seed=11")
+SEEDED = ("train.workers=2", "train.epochs=5", "train.batch_size=8", "train.seed=11")
 KILL_EPOCH = 2  # 0-based: the third epoch, after two checkpoints
 
 
