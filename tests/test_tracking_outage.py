@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 RUN = (
     "train.workers=1",
-    "train.epochs=12",
+    "train.epochs=10",
     "train.batch_size=8",
     "train.early_stopping_patience=0",
 )
@@ -116,11 +116,14 @@ def test_training_goes_on_through_an_outage_and_sends_every_epoch_in_order(
         if not wait_for_epoch(checkpoints, STOP_AT, 300):
             return
         server.stop()
+        down = time.monotonic()
         seen["stopped_at"] = epoch_of(checkpoints)
         # training must go on while nothing answers: three more epochs, no server
         seen["went_on"] = wait_for_epoch(checkpoints, seen["stopped_at"] + 3, 120)
         seen["epochs_while_down"] = epoch_of(checkpoints) - seen["stopped_at"]
+        seen["three_epochs_s"] = time.monotonic() - down
         server.start()
+        seen["down_s"] = time.monotonic() - down
 
     thread = threading.Thread(target=outage, daemon=True)
     thread.start()
@@ -134,6 +137,10 @@ def test_training_goes_on_through_an_outage_and_sends_every_epoch_in_order(
         assert [m.step for m in metrics] == list(range(10)), key  # every epoch, once
         stamps = [m.timestamp for m in metrics]
         assert stamps == sorted(stamps), key  # in the order they were made
+    print(
+        f"\noutage: 3 epochs ran {seen['three_epochs_s']:.1f}s into it; server down "
+        f"{seen['down_s']:.1f}s; every epoch sent once, in order"
+    )
 
 
 def test_an_outage_longer_than_the_limit_fails_cleanly_and_stays_resumable(
@@ -149,9 +156,12 @@ def test_an_outage_longer_than_the_limit_fails_cleanly_and_stays_resumable(
         "tracking.orphan_after_s=60",
     )  # fmt: skip
 
+    stopped: list[float] = []
+
     def outage() -> None:
         if wait_for_epoch(checkpoints, STOP_AT, 300):
             server.stop()
+            stopped.append(time.monotonic())
 
     thread = threading.Thread(target=outage, daemon=True)
     thread.start()
@@ -160,6 +170,7 @@ def test_an_outage_longer_than_the_limit_fails_cleanly_and_stays_resumable(
         run_training(cfg, spark)
     failed_after = time.monotonic() - started
     thread.join(timeout=60)
+    print(f"\noutage > limit (4 s): job failed {time.monotonic() - stopped[0]:.1f}s after the stop")
     message = str(failure.value)
     assert f"MLflow tracking server {server.url} has not answered" in message
     assert "tracking.outage_timeout_s=4" in message
