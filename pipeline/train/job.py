@@ -214,9 +214,8 @@ def run_training(cfg: Config, spark: SparkSession) -> dict[str, Any]:
     with start_run(cfg.tracking, uri, resumed.run_id if resumed else None) as run:
         run_id = run.info.run_id
         ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name, run_id)
-        if resumed is None:
-            RunRecord(run_id=run_id, table_version=p.snap.version).write(Path(ckpt).parent)
         if resumed is None:  # MLflow params are write-once; a resumed run already has them
+            RunRecord(run_id=run_id, table_version=p.snap.version).write(Path(ckpt).parent)
             log_params(flatten(cfg))
         log_lineage(p.table, p.snap, p.counts)
         mlflow.set_tags(
