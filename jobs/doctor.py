@@ -1,4 +1,6 @@
-"""Report what this installation can do: Spark, Delta engine, Horovod build, versions.
+"""Report what this installation can do: Spark, Delta engine, Horovod build, versions; and
+mark runs of tracking.experiment whose driver died (heartbeat older than
+tracking.orphan_after_s) as KILLED.
 
 python jobs/doctor.py --config conf/penguins.yaml
 spark-submit jobs/doctor.py --config conf/penguins.yaml
@@ -16,10 +18,11 @@ from pyspark.sql import SparkSession
 from pipeline.cli import run_job
 from pipeline.config import Config
 from pipeline.doctor import report
+from pipeline.train.orphans import sweep_configured
 
 
 def body(cfg: Config, spark: SparkSession) -> dict[str, Any]:
-    return report(spark)
+    return {**report(spark), "orphaned_runs": sweep_configured(cfg.tracking)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

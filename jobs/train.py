@@ -4,7 +4,8 @@ python jobs/train.py --config conf/penguins.yaml [train.workers=2 train.epochs=3
 spark-submit jobs/train.py --config conf/penguins.yaml
 
 The summary (last stdout line) holds run_id, model_name, model_version,
-alias_moved, table_version, test_metrics, epochs_run and samples_per_sec.
+alias_moved, table_version, test_metrics, epochs_run, samples_per_sec, checkpoint (this
+run's own checkpoint file) and restarts (ranks relaunched after a lost rank).
 """
 
 from __future__ import annotations

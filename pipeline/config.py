@@ -217,6 +217,13 @@ class TrainConfig:
     # Train rows a rank shuffles together across row groups (tables are often
     # stored in label order, so one row group alone is a poor batch source).
     shuffle_buffer_rows: int = 10_000
+    # A lost rank (process or executor) restarts the ranks from the last checkpoint, in the
+    # same MLflow run, at most this many times (ranks on Spark only: one in-process rank is
+    # the driver itself).
+    max_restarts: int = 1
+    # A rank that reaches no new step (or whose process does not run) for this long is
+    # ended by its watchdog; Horovod's stall shutdown and Gloo's timeout are set just above.
+    stall_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -233,6 +240,12 @@ class TrainConfig:
                 )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}; e.g. train.lr=0.01")
+        if self.max_restarts < 0 or self.stall_timeout_s < 1:
+            raise ConfigError(
+                "train.max_restarts must be >= 0 and train.stall_timeout_s >= 1 "
+                f"(got {self.max_restarts} and {self.stall_timeout_s}); e.g. "
+                "train.max_restarts=1 train.stall_timeout_s=300"
+            )
         if self.warmup_epochs < 0 or self.start_timeout_s < 1:
             raise ConfigError(
                 "train.warmup_epochs must be >= 0 and train.start_timeout_s >= 1 "
@@ -251,6 +264,22 @@ class TrackingConfig:
     run_name: str | None = None
     # How long the pre-training check of the tracking store may take before it counts as down.
     check_timeout_s: float = 10.0
+    # Training goes on while the tracking server is down (metrics are buffered and kept in the
+    # checkpoint); an outage longer than this stops the job, which can then be resumed.
+    outage_timeout_s: float = 300.0
+    # A RUNNING run whose driver heartbeat tag is older than this is marked KILLED by the next
+    # training job of its experiment and by jobs/doctor.py (its driver died). Longer than
+    # outage_timeout_s: a driver waiting out an outage cannot write its heartbeat.
+    orphan_after_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.outage_timeout_s <= 0 or self.orphan_after_s <= self.outage_timeout_s:
+            raise ConfigError(
+                f"tracking.orphan_after_s ({self.orphan_after_s:g}) must be longer than "
+                f"tracking.outage_timeout_s ({self.outage_timeout_s:g}) and both positive, or "
+                "a live job waiting out an outage would be marked KILLED; e.g. "
+                "tracking.outage_timeout_s=300 tracking.orphan_after_s=900"
+            )
 
     def tracking_uri(self) -> str:
         return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

@@ -32,6 +32,11 @@ def spark_slots(spark: SparkSession) -> int | None:
     return None
 
 
+def runs_in_process(launcher: Launcher, num_proc: int) -> bool:
+    """Whether `run_distributed` runs the one rank inside the calling process."""
+    return launcher == "local" or (launcher == "auto" and num_proc == 1)
+
+
 def run_distributed(
     spark: SparkSession | None,
     fn: Callable[..., Any],
@@ -50,7 +55,7 @@ def run_distributed(
             f"train.launcher=local runs one in-process rank, but train.workers={num_proc}; "
             "use train.launcher=spark (or auto) for several workers"
         )
-    if launcher == "local" or (launcher == "auto" and num_proc == 1):
+    if runs_in_process(launcher, num_proc):
         _logger.info("running 1 rank in-process")
         return [fn(*args)]
     if spark is None:

@@ -275,7 +275,7 @@ print(json.dumps({{"code": pipeline.__file__, "accuracy": float(hits.mean()),
 
 
 def test_rank_zero_checkpointed_every_epoch_atomically(runs: dict[str, dict[str, Any]]) -> None:
-    summary = runs["second_1w"]  # the last run written to this checkpoint path
+    summary = runs["second_1w"]
     path = Path(summary["checkpoint"])
     state = load_checkpoint(str(path))
     assert state["run_id"] == summary["run_id"]
@@ -284,4 +284,6 @@ def test_rank_zero_checkpointed_every_epoch_atomically(runs: dict[str, dict[str,
     assert len(state["progress"]["history"]) == summary["epochs_run"]
     assert {"model", "optimizer", "best_state", "rng"} <= state.keys()
     assert len(state["rng"]) == 1  # one RNG state per rank
-    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temp files left behind
+    # the run's own folder: no temp files left behind
+    assert path.parent.name == summary["run_id"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["heartbeat", "last.pt", "run.json"]

@@ -122,7 +122,9 @@ def test_more_workers_than_spark_slots_fails_up_front(spark, toy: Path) -> None:
 
 
 def test_resume_without_a_checkpoint(spark, toy: Path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(TrainingError, match="train.resume=true but there is no checkpoint"):
+    with pytest.raises(
+        TrainingError, match="train.resume=true but no run of model .* has a checkpoint"
+    ):
         run_training(toy_config(toy, "train.resume=true"), spark)
 
 

@@ -44,8 +44,8 @@ def test_rank_uses_its_local_gpu() -> None:
 
 
 def test_checkpoints_are_replaced_atomically(tmp_path: Path) -> None:
-    path = checkpoint_path(str(tmp_path / "ckpt"), "model-a")
-    assert path == str(tmp_path / "ckpt" / "model-a" / "last.pt")
+    path = checkpoint_path(str(tmp_path / "ckpt"), "model-a", "run1")
+    assert path == str(tmp_path / "ckpt" / "model-a" / "run1" / "last.pt")
     save_checkpoint(path, {"epoch": 1, "weights": torch.ones(2)})
     save_checkpoint(path, {"epoch": 2, "weights": torch.zeros(2)})
     state = load_checkpoint(path)
@@ -53,7 +53,7 @@ def test_checkpoints_are_replaced_atomically(tmp_path: Path) -> None:
     assert torch.equal(state["weights"], torch.zeros(2))
     assert [p.name for p in Path(path).parent.iterdir()] == ["last.pt"]
     with pytest.raises(TrainingError, match="checkpoints need a filesystem path"):
-        checkpoint_path("s3://bucket/ckpt", "m")
+        checkpoint_path("s3://bucket/ckpt", "m", "run1")
     Path(path).write_bytes(b"not a checkpoint")
     with pytest.raises(TrainingError, match="cannot be read.*delete it"):
         load_checkpoint(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -21,11 +22,10 @@ from pipeline.contract.preprocess import Preprocessor
 from pipeline.contract.serving import Scorer
 from pipeline.contract.specs import DataShape, build_network, check_output, derived_args, spec_named
 from pipeline.contract.tasks import Evaluation
-from pipeline.errors import SparktrainError, TrainingError
+from pipeline.errors import TrainingError
 from pipeline.lake.read import Snapshot, read_table, snapshot
-from pipeline.launch import run_distributed
 from pipeline.train import plots
-from pipeline.train.checkpoint import checkpoint_path, load_checkpoint
+from pipeline.train.checkpoint import RunRecord, checkpoint_path, latest_resumable
 from pipeline.train.data import (
     SPLIT,
     ReaderSpec,
@@ -36,8 +36,10 @@ from pipeline.train.data import (
 )
 from pipeline.train.evaluate import calibrate, evaluate
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor
-from pipeline.train.loop import RankResult, RankSpec, train_rank
+from pipeline.train.loop import RankResult, RankSpec
+from pipeline.train.outage import bounded_tracking_calls
 from pipeline.train.registry import register_and_promote, rescorer
+from pipeline.train.restarts import launch_ranks
 from pipeline.train.tracking import (
     absolute_uri,
     check_tracking_store,
@@ -50,9 +52,6 @@ from pipeline.train.tracking import (
 from pipeline.train.user_code import pack, user_code_paths
 
 _logger = logging.getLogger(__name__)
-
-# Ranks return user-fixable errors by class name; the driver raises the same class.
-_ERRORS = {cls.__name__: cls for cls in SparktrainError.__subclasses__()}
 
 
 def model_config(cfg: Config, pre: Preprocessor) -> dict[str, Any]:
@@ -79,17 +78,17 @@ def run_params(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten(cfg).items() if not k.startswith(("bench.", "infer."))}
 
 
-def _pin_version(cfg: Config, table_path: str, resumed: dict[str, Any] | None) -> Snapshot:
+def _pin_version(cfg: Config, table_path: str, resumed: RunRecord | None) -> Snapshot:
     """The version to train on: data.version, else the checkpoint's when resuming, else latest."""
     version = cfg.data.version
     if resumed is not None:
-        if version is not None and version != resumed["table_version"]:
+        if version is not None and version != resumed.table_version:
             raise TrainingError(
-                f"the checkpoint was trained on table version {resumed['table_version']}, but "
+                f"the checkpoint was trained on table version {resumed.table_version}, but "
                 f"data.version={version}; resume on the same version or train without "
                 "train.resume"
             )
-        version = resumed["table_version"]
+        version = resumed.table_version
     snap = snapshot(table_path, version)
     if snap.partition_columns:
         raise TrainingError(
@@ -105,21 +104,6 @@ def _rows(df: DataFrame, pre: Preprocessor, split: str) -> pd.DataFrame:
     return df.where(F.col(SPLIT) == split).select(*pre.feature_names, pre.label.name).toPandas()
 
 
-def _launch(cfg: Config, spark: SparkSession, spec: RankSpec) -> RankResult:
-    results: list[RankResult] = run_distributed(
-        spark,
-        train_rank,
-        (spec,),
-        num_proc=cfg.train.workers,
-        launcher=cfg.train.launcher,
-        start_timeout_s=cfg.train.start_timeout_s,
-    )
-    for result in results:
-        if result.error is not None:
-            raise _ERRORS.get(str(result.error_type), TrainingError)(result.error)
-    return next(r for r in results if r.rank == 0)
-
-
 @dataclass(frozen=True)
 class _Prepared:
     """The pinned table version and what Spark learned from it."""
@@ -133,7 +117,7 @@ class _Prepared:
     reader: ReaderSpec
 
 
-def _prepare(cfg: Config, spark: SparkSession, resumed: dict[str, Any] | None) -> _Prepared:
+def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Prepared:
     table = cfg.data.table_name
     snap = _pin_version(cfg, cfg.table_path(table), resumed)
     df = read_table(spark, snap.path, snap.version)
@@ -230,22 +214,27 @@ class TrainingResult:
     samples_per_sec: float
     workers: int
     checkpoint: str
+    restarts: int  # ranks lost and relaunched from the checkpoint
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
 
 
+@bounded_tracking_calls
 def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
     """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
-    ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name)
-    resumed = load_checkpoint(ckpt) if cfg.train.resume else None
+    resumed = (
+        latest_resumable(cfg.train.checkpoint_dir, cfg.model.name)[0] if cfg.train.resume else None
+    )
     p = _prepare(cfg, spark, resumed)
 
-    with start_run(cfg.tracking, uri, resumed["run_id"] if resumed else None) as run:
+    with start_run(cfg.tracking, uri, resumed.run_id if resumed else None) as run:
         run_id = run.info.run_id
+        ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name, run_id)
         if resumed is None:  # MLflow params are write-once; a resumed run already has them
+            RunRecord(run_id=run_id, table_version=p.snap.version).write(Path(ckpt).parent)
             log_params(run_params(cfg))
         log_lineage(p.table, p.snap, p.counts)
         mlflow.set_tags(
@@ -271,9 +260,11 @@ def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
             run_id=run_id,
             table_version=p.snap.version,
             tracking_uri=uri,
+            outage_timeout_s=cfg.tracking.outage_timeout_s,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
         )
-        trained = _launch(cfg, spark, spec)
+        launched = launch_ranks(spark, spec, cfg.train)
+        trained = launched.result
         scored = _evaluate_and_log(cfg, p, trained)
         version, moved = None, False
         if cfg.tracking.register:
@@ -305,4 +296,5 @@ def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
         samples_per_sec=round(trained.samples_per_sec, 1),
         workers=cfg.train.workers,
         checkpoint=ckpt,
+        restarts=launched.restarts,
     )

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,13 @@ from torch import nn
 from pipeline.config import TrainConfig
 from pipeline.contract.preprocess import Preprocessor
 from pipeline.contract.specs import build_network, import_object
-from pipeline.errors import SparktrainError, TrainingError
+from pipeline.errors import SparktrainError, TrackingError, TrainingError
 from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
+from pipeline.train.heartbeat import Heartbeat, heartbeat_path
+from pipeline.train.metric_buffer import MetricBuffer
 from pipeline.train.user_code import CodeArchive, unpack
+from pipeline.train.watchdog import start_watchdog
 
 _logger = logging.getLogger(__name__)
 
@@ -53,6 +57,11 @@ class RankSpec:
     table_version: int
     tracking_uri: str  # "" turns off rank 0's per-epoch MLflow logging (benchmark B7)
     log_level: str = "INFO"
+    # Start a watchdog process that ends this rank when it stalls (ranks on Spark only: an
+    # in-process rank is the driver).
+    watchdog: bool = False
+    # Rank 0 stops the job when the tracking server has not answered for this long.
+    outage_timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,24 @@ class _Progress:
     wall_seconds: float = 0.0  # whole epochs, validation included, for the ETA
 
 
+@dataclass(frozen=True)
+class _EpochEnd:
+    """Rank 0's decisions at the end of an epoch, which every rank follows."""
+
+    stop_early: bool
+    tracking_outage: str | None  # why the job must stop, when the server is gone too long
+
+
+@dataclass(frozen=True)
+class _Restored:
+    """What rank 0 broadcasts after loading a checkpoint: its state, or why it failed."""
+
+    error: str | None = None
+    progress: dict[str, Any] = field(default_factory=dict)
+    rng: list[dict[str, Any]] = field(default_factory=list)
+    pending_metrics: list[dict[str, Any]] = field(default_factory=list)  # rank 0's only
+
+
 def train_rank(spec: RankSpec) -> RankResult:
     """Train on this rank's shard. Returns errors the user can fix as data, so every rank
     ends cleanly and the driver can raise them with their message intact."""
@@ -101,13 +128,20 @@ def train_rank(spec: RankSpec) -> RankResult:
 
     hvd.init()
     threads = torch.get_num_threads()
+    beats = Heartbeat(heartbeat_path(Path(spec.checkpoint_path).parent, hvd.rank()), hvd.rank())
+    watchdog = start_watchdog(beats.path, spec.train.stall_timeout_s) if spec.watchdog else None
     try:
         unpack(spec.user_code)
-        return _Trainer(spec).run()
+        return _Trainer(spec, beats).run()
     except SparktrainError as exc:
         _logger.error("rank %d stopped: %s", hvd.rank(), exc)
         return RankResult(rank=hvd.rank(), error=str(exc), error_type=type(exc).__name__)
     finally:
+        beats.beat(0, 0, "finished")
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()
+        beats.close()
         torch.set_num_threads(threads)
         hvd.shutdown()
 
@@ -152,10 +186,11 @@ def pick_device(use_gpu: bool, local_rank: int) -> torch.device:
 
 
 class _Trainer:
-    def __init__(self, spec: RankSpec) -> None:
+    def __init__(self, spec: RankSpec, beats: Heartbeat) -> None:
         import horovod.torch as hvd
 
         self.hvd = hvd
+        self.beats = beats
         self.spec = spec
         self.cfg = spec.train
         self.rank, self.size = hvd.rank(), hvd.size()
@@ -187,39 +222,61 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.progress = _Progress()
         self.best_state: dict[str, torch.Tensor] | None = None
+        unsent: list[dict[str, Any]] = []
         if spec.resume:
-            self._restore()
+            unsent = self._restore()
         # Optimizer state first: Horovod initialises empty state with a zero-gradient step,
         # which weight decay turns into a parameter change that the broadcast below undoes.
         hvd.broadcast_optimizer_state(self.optimizer, root_rank=0)
         hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
-        self.tracker = _MetricLogger(spec) if self.rank == 0 and spec.tracking_uri else None
+        self.tracker = (
+            MetricBuffer(spec.tracking_uri, spec.run_id, spec.outage_timeout_s, unsent)
+            if self.rank == 0 and spec.tracking_uri
+            else None
+        )
 
     # ------------------------------------------------------------ resume
 
-    def _restore(self) -> None:
-        state = load_checkpoint(self.spec.checkpoint_path) if self.rank == 0 else None
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.best_state = state["best_state"]
-        shared = self.hvd.broadcast_object(
-            None if state is None else {"progress": state["progress"], "rng": state["rng"]},
-            root_rank=0,
-        )
-        self.progress = _Progress(**shared["progress"])
-        if len(shared["rng"]) == self.size:
-            set_rng_state(shared["rng"][self.rank])
+    def _restore(self) -> list[dict[str, Any]]:
+        """Rank 0 loads the checkpoint and tells every rank how that went. The broadcast has a
+        fixed name: Horovod otherwise names it after the object's type, and rank 0's payload
+        and the others' placeholder differ in type, so no rank would ever match."""
+        outcome = _Restored()
+        if self.rank == 0:
+            try:
+                state = load_checkpoint(self.spec.checkpoint_path)
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.best_state = state["best_state"]
+                outcome = _Restored(
+                    progress=state["progress"],
+                    rng=state["rng"],
+                    pending_metrics=state.get("pending_metrics", []),
+                )
+            except SparktrainError as exc:  # every rank must learn of it, or the others hang
+                outcome = _Restored(error=str(exc))
+            except Exception as exc:
+                outcome = _Restored(
+                    error=f"{type(exc).__name__}: {exc}. Train without train.resume, or with "
+                    "the model and optimizer settings the checkpoint was written with"
+                )
+        shared: _Restored = self.hvd.broadcast_object(outcome, root_rank=0, name="resume.state")
+        if shared.error is not None:
+            raise TrainingError(f"rank 0 could not restore the checkpoint: {shared.error}")
+        self.progress = _Progress(**shared.progress)
+        if len(shared.rng) == self.size:
+            set_rng_state(shared.rng[self.rank])
         elif self.rank == 0:
             _logger.warning(
                 "checkpoint was written by %d ranks, now %d: RNG states not restored",
-                len(shared["rng"]),
+                len(shared.rng),
                 self.size,
             )
         if self.rank == 0:
             _logger.info(
                 "resuming after epoch %d of %d", self.progress.epochs_done, self.cfg.epochs
             )
+        return outcome.pending_metrics
 
     # ------------------------------------------------------------ steps
 
@@ -285,6 +342,7 @@ class _Trainer:
             buffer_rows=self.cfg.shuffle_buffer_rows,
         )
         for step, (x, y) in enumerate(batches):
+            self.beats.beat(epoch, step, "training")
             for group in self.optimizer.param_groups:
                 group["lr"] = self._lr(epoch, step)
             loss_sum += self._step(*self._tensors(x, y)) * len(x)
@@ -299,14 +357,17 @@ class _Trainer:
         loss_sum = rows = 0.0
         sums = [0.0] * len(self.task.epoch_sums)
         with torch.no_grad():
-            for xb, yb in eval_batches(
-                self.spec.reader,
-                self.pre,
-                rank=self.rank,
-                size=self.size,
-                split="val",
-                batch_size=self.cfg.eval_batch_size,
+            for step, (xb, yb) in enumerate(
+                eval_batches(
+                    self.spec.reader,
+                    self.pre,
+                    rank=self.rank,
+                    size=self.size,
+                    split="val",
+                    batch_size=self.cfg.eval_batch_size,
+                )
             ):
+                self.beats.beat(epoch, step, "validating")
                 x, y = self._tensors(xb, yb)
                 out = self.model(x)
                 loss_sum += float(self._loss(out, x, y).item()) * len(xb)
@@ -355,15 +416,30 @@ class _Trainer:
                     }
             else:
                 p.bad_epochs += 1
+            if self.tracker is not None:  # queued before the checkpoint, which keeps it
+                self.tracker.add(record)
             patience = cfg.early_stopping_patience
             # Every rank computed the same allreduced val_loss; rank 0's word makes it certain.
-            p.stopped_early = bool(
-                self.hvd.broadcast_object(patience > 0 and p.bad_epochs >= patience, root_rank=0)
+            decision: _EpochEnd = self.hvd.broadcast_object(
+                _EpochEnd(
+                    stop_early=patience > 0 and p.bad_epochs >= patience,
+                    tracking_outage=self.tracker.outage() if self.tracker else None,
+                ),
+                root_rank=0,
+                name="epoch.end",
             )
+            p.stopped_early = decision.stop_early
             rngs = self.hvd.allgather_object(rng_state())
+            self.beats.beat(epoch, 0, "checkpointing")
             if self.rank == 0:
                 self._checkpoint(rngs)
                 self._report(record)
+            if decision.tracking_outage is not None:
+                raise TrackingError(decision.tracking_outage)
+        if self.tracker is not None:
+            outage = self.tracker.close()  # after the last collective: nobody waits on this
+            if outage is not None:
+                raise TrackingError(outage)
         if self.rank != 0:
             return RankResult(rank=self.rank)
         buffer = io.BytesIO()
@@ -387,6 +463,7 @@ class _Trainer:
                 "best_state": self.best_state,
                 "progress": vars(self.progress),
                 "rng": rngs,
+                "pending_metrics": self.tracker.pending() if self.tracker else [],
                 "run_id": self.spec.run_id,
                 "table_version": self.spec.table_version,
             },
@@ -408,25 +485,3 @@ class _Trainer:
             time.strftime("%H:%M:%S", time.gmtime(eta)),
             " | early stop: no val_loss improvement" if p.stopped_early else "",
         )
-        if self.tracker is not None:
-            self.tracker.log(record)
-
-
-class _MetricLogger:
-    """Rank 0's live per-epoch metrics in the job's MLflow run."""
-
-    def __init__(self, spec: RankSpec) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=spec.tracking_uri)
-        self.run_id = spec.run_id
-
-    def log(self, record: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        step, now = int(record["epoch"]), int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in record.items() if k != "epoch"]
-        try:
-            self.client.log_batch(self.run_id, metrics=metrics)
-        except Exception as exc:  # a tracking hiccup must not kill hours of training
-            _logger.warning("could not log epoch %d metrics to MLflow: %s", step, exc)

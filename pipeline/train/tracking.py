@@ -32,6 +32,8 @@ from pipeline.contract.serving import ARTIFACT_NAME, Scorer
 from pipeline.errors import TrackingError
 from pipeline.lake.read import Snapshot
 from pipeline.train.fit import SplitCounts
+from pipeline.train.mlflow_http import http_environment
+from pipeline.train.orphans import DriverHeartbeat, heartbeat_interval_s, sweep_orphans
 
 _logger = logging.getLogger(__name__)
 
@@ -61,27 +63,10 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 def check_tracking_store(uri: str, timeout_s: float) -> None:
     """Fail fast, before any training, when the tracking store cannot be used."""
     # MLflow retries HTTP calls for minutes by default; one short try is the check.
-    with _environment(
-        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
-        MLFLOW_HTTP_REQUEST_TIMEOUT=str(max(1, int(timeout_s))),
-    ):
+    with http_environment(max_retries=0, timeout_s=timeout_s):
         try:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:
@@ -93,10 +78,40 @@ def check_tracking_store(uri: str, timeout_s: float) -> None:
             ) from exc
 
 
-def start_run(cfg: TrackingConfig, uri: str, resume_run_id: str | None) -> mlflow.ActiveRun:
-    """The job's one run: a new one, or the checkpoint's run when resuming."""
+@contextmanager
+def start_run(
+    cfg: TrackingConfig, uri: str, resume_run_id: str | None
+) -> Iterator[mlflow.ActiveRun]:
+    """The job's one run (a new one, or the checkpoint's run when resuming), with a driver
+    heartbeat while it lives. Orphans of the experiment are swept first. The run ends FAILED
+    on an error; if the store cannot be reached to say so, the original error still wins
+    and the heartbeat lets a later sweep end the run."""
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri)
+    sweep_orphans(client, cfg.experiment, cfg.orphan_after_s, keep=resume_run_id or "")
+    active = _start_run(cfg, resume_run_id)
+    beat = DriverHeartbeat(client, active.info.run_id, heartbeat_interval_s(cfg.orphan_after_s))
+    try:
+        yield active
+    except BaseException:
+        beat.stop()
+        try:
+            mlflow.end_run("FAILED")
+        except Exception as exc:
+            _logger.warning(
+                "could not mark MLflow run %s FAILED (%s); it is marked KILLED once its driver "
+                "heartbeat is older than tracking.orphan_after_s=%g",
+                active.info.run_id,
+                " ".join(str(exc).split())[:200],
+                cfg.orphan_after_s,
+            )
+        raise
+    beat.stop()
+    mlflow.end_run("FINISHED")
+
+
+def _start_run(cfg: TrackingConfig, resume_run_id: str | None) -> mlflow.ActiveRun:
     if resume_run_id:
         try:
             return mlflow.start_run(run_id=resume_run_id)
