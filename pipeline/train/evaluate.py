@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics
 
+from pipeline.errors import DataError
 from pipeline.train.serving import Scorer
 
 _logger = logging.getLogger(__name__)
@@ -60,10 +61,13 @@ def evaluate(scorer: Scorer, rows: pd.DataFrame) -> Evaluation:
     pre = scorer.preprocessor
     targets, usable = pre.label_targets(rows[pre.label.name])
     if not usable.all():
-        _logger.warning(
-            "%d test rows have a label the model cannot score; left out", int((~usable).sum())
+        # check_label_coverage refuses such tables before training; metrics on a subset
+        # of the test rows would be reported as if they covered all of them
+        raise DataError(
+            f"{int((~usable).sum())} of {len(rows)} test rows have a label the model cannot "
+            f"score (unseen in train, or missing); every test row must count. Re-ingest so "
+            f"that the train split holds every class"
         )
-    rows, targets = rows[usable], targets[usable]
     outputs = scorer.outputs(rows)
     if pre.label.task == "classification":
         labels = list(range(len(pre.label.classes)))

@@ -30,6 +30,7 @@ from pipeline.train.data import (
     steps_per_epoch,
     too_few_row_groups,
 )
+from pipeline.train.coverage import check_label_coverage
 from pipeline.train.evaluate import Evaluation, anomaly_threshold, evaluate, selection_score
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor, usable_rows
 from pipeline.train.loop import RankSpec, train_rank
@@ -153,6 +154,7 @@ def _prepare(cfg: Config, spark: SparkSession, resumed: dict[str, Any] | None) -
     df = read_table(spark, snap.path, snap.version)
     pre = fit_preprocessor(df, cfg.data, table)
     counts = count_splits(df, pre, table)
+    check_label_coverage(df, pre, table)
     sizes = model_config(cfg, pre)
     uris = file_uris(snap.files)
     row_groups = count_row_groups(uris)

@@ -1,0 +1,61 @@
+"""Label coverage: a table whose validation/test rows the model or metrics cannot use fails
+before any rank launches (exit 2), naming each label value and its count per split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.train.job import run_training
+from tests.test_train_errors import runs_in, toy_config
+from tests.train_helpers import toy_rows, write_delta
+
+
+def test_a_class_only_in_test_fails_naming_its_counts(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rows = toy_rows(100)
+    # 7 rows of class 'c', all in the test split (as every Chinstrap in test did)
+    for _ in range(7):
+        rows["x"].append(5.0)
+        rows["color"].append("red")
+        rows["label"].append("c")
+        rows["split"].append("test")
+    write_delta(tmp_path / "toy", rows)
+    with pytest.raises(DataError) as caught:
+        run_training(toy_config(tmp_path), spark)
+    message = str(caught.value)
+    assert "rows per split: 'c': train 0, val 0, test 7; train classes: ['a', 'b']" in message
+    assert "that the train split lacks" in message
+    assert runs_in(tmp_path) == []  # failed before any MLflow run or rank
+
+
+def test_anomaly_needs_both_kinds_in_val_and_test(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rows = toy_rows(100)
+    # every anomalous ('b') validation row moves to train: val holds normal rows only
+    rows["split"] = [
+        "train" if s == "val" and lab == "b" else s
+        for s, lab in zip(rows["split"], rows["label"], strict=True)
+    ]
+    write_delta(tmp_path / "toy", rows)
+    cfg = toy_config(
+        tmp_path, "data.task=anomaly", "data.normal_labels=[a]", "model.family=autoencoder"
+    )
+    with pytest.raises(
+        DataError,
+        match=r"the val split of toy has no anomalous rows .*"
+        r"'a': train 30, val 10, test 10; 'b': train 40, val 0, test 10",
+    ):
+        run_training(cfg, spark)
+
+
+def test_a_missing_regression_label_in_test_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    rows = toy_rows(100)
+    rows["y"] = [None if s == "test" and i % 2 else float(i) for i, s in enumerate(rows["split"])]
+    write_delta(tmp_path / "toy", rows)
+    cfg = toy_config(tmp_path, "data.task=regression", "data.label=y")
+    with pytest.raises(
+        DataError, match=r"label 'y' of toy is missing in validation/test rows.*'<null>': "
+        r"train 0, val 0, test 10.*data.rules.required"
+    ):
+        run_training(cfg, spark)
