@@ -4,11 +4,15 @@ before any rank launches (exit 2), naming each label value and its count per spl
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
 from pipeline.errors import DataError
+from pipeline.train.coverage import check_label_coverage
 from pipeline.train.job import run_training
+from pipeline.train.preprocess import Feature, Label, Preprocessor
 from tests.test_train_errors import runs_in, toy_config
 from tests.train_helpers import toy_rows, write_delta
 
@@ -30,32 +34,37 @@ def test_a_class_only_in_test_fails_naming_its_counts(spark, tmp_path: Path) -> 
     assert runs_in(tmp_path) == []  # failed before any MLflow run or rank
 
 
-def test_anomaly_needs_both_kinds_in_val_and_test(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _frame(spark, rows: dict[str, list[Any]]):  # type: ignore[no-untyped-def]
+    return spark.createDataFrame(pd.DataFrame(rows))
+
+
+def _pre(label: Label) -> Preprocessor:
+    return Preprocessor(features=[Feature(name="x", kind="numeric")], label=label)
+
+
+def test_anomaly_needs_both_kinds_in_val_and_test(spark) -> None:  # type: ignore[no-untyped-def]
     rows = toy_rows(100)
     # every anomalous ('b') validation row moves to train: val holds normal rows only
     rows["split"] = [
         "train" if s == "val" and lab == "b" else s
         for s, lab in zip(rows["split"], rows["label"], strict=True)
     ]
-    write_delta(tmp_path / "toy", rows)
-    cfg = toy_config(
-        tmp_path, "data.task=anomaly", "data.normal_labels=[a]", "model.family=autoencoder"
-    )
+    label = Label(name="label", task="anomaly", normal=["a"])
     with pytest.raises(
         DataError,
         match=r"the val split of toy has no anomalous rows .*"
         r"'a': train 30, val 10, test 10; 'b': train 40, val 0, test 10",
     ):
-        run_training(cfg, spark)
+        check_label_coverage(_frame(spark, rows), _pre(label), "toy")
 
 
-def test_a_missing_regression_label_in_test_is_refused(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_regression_label_in_test_is_refused(spark) -> None:  # type: ignore[no-untyped-def]
     rows = toy_rows(100)
     rows["y"] = [None if s == "test" and i % 2 else float(i) for i, s in enumerate(rows["split"])]
-    write_delta(tmp_path / "toy", rows)
-    cfg = toy_config(tmp_path, "data.task=regression", "data.label=y")
+    label = Label(name="y", task="regression")
     with pytest.raises(
-        DataError, match=r"label 'y' of toy is missing in validation/test rows.*'<null>': "
-        r"train 0, val 0, test 10.*data.rules.required"
+        DataError,
+        match=r"label 'y' of toy is missing in validation/test rows.*'<null>': "
+        r"train 0, val 0, test 10.*data.rules.required",
     ):
-        run_training(cfg, spark)
+        check_label_coverage(_frame(spark, rows), _pre(label), "toy")

@@ -48,14 +48,13 @@ def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Cl
     staged, extract_checks = rules.stage_strings(raw, plans, data)
     typed, cast_checks = rules.cast_staged(staged, plans)
     raw_of = {p.clean: p.ref for p in plans}
-    checks = [
-        *rules.line_checks(),
-        rules.parse_check(),
+    value_checks = [
         *extract_checks,
         *cast_checks,
-        *rules.value_checks(types, data, raw_of, {c: rules.staged_name(c) for c in types}),
         *rules.magnitude_checks(types, data),
+        *rules.value_checks(types, data, raw_of, {c: rules.staged_name(c) for c in types}),
     ]
+    checks = [*rules.line_checks(), rules.parse_check(), *rules.on_parsed_lines(value_checks)]
     judged = rules.apply_checks(typed, checks)
     raw_json = F.when(
         col(CORRUPT).isNotNull(), F.to_json(F.struct(col(CORRUPT).alias("line")))

@@ -318,6 +318,13 @@ def line_checks() -> list[Check]:
     ]
 
 
+def on_parsed_lines(checks: list[Check]) -> list[Check]:
+    """`checks` applied only to lines that parsed: an unparsed line's reason is why it did
+    not parse, not the missing values that follow from it."""
+    parsed = col(CORRUPT).isNull() & col(LINE_RULE).isNull()
+    return [Check(c.rule, parsed & c.failed, c.reason) for c in checks]
+
+
 def parse_check() -> Check:
     return Check(
         "parse",
