@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from pyspark.sql import SparkSession
 
+from pipeline.errors import DataError
 from pipeline.ingest import run_ingest
 from pipeline.lake import read_table
 from tests.test_ingest import _config, _reconciles, _write
@@ -67,3 +70,29 @@ def test_blank_wide_malformed_and_non_finite_lines_are_rejects(
         ),
     ]
     assert sorted(r.id for r in read_table(spark, summary["table"]).collect()) == [1, 7]
+
+
+def test_a_corrupt_parquet_file_is_named_in_one_line(
+    spark: SparkSession, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pd.DataFrame({"ID": [1, 2], "Kind": ["Alpha thing", "Beta thing"]}).to_parquet(
+        raw / "good.parquet"
+    )
+    bad = raw / "bad.parquet"
+    bad.write_bytes(b"PAR1" + bytes(range(200)) + b"PAR1")  # magic bytes around garbage
+    cfg = _config(tmp_path / "lake", raw, format="parquet", schema={"id": "int"})
+    with pytest.raises(DataError) as caught:
+        run_ingest(cfg, spark)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"input file {bad} cannot be read: [CANNOT_READ_FILE_FOOTER] Could not read footer "
+        f"for file: file:{bad}."
+    )
+    assert message.endswith(
+        "Replace or remove the file (it is corrupt or not parquet) and run the ingest again; "
+        "the stack trace is in the log"
+    )
+    assert "at org.apache.parquet" in caplog.text  # the Java stack trace went to the log
