@@ -55,7 +55,6 @@ class Range:
         return f"{low}, {high}"
 
 
-
 def bounded(
     default: Any,
     *,

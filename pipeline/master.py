@@ -9,7 +9,9 @@ import socket
 from pipeline.errors import ConfigError, EnvironmentSetupError
 
 # local, local[4], local[*], local[4,2] (2 task retries), local-cluster[2,1,1024]
-_LOCAL = re.compile(r"local(\[\s*(\d+|\*)\s*(,\s*\d+\s*)?\])?|local-cluster\[\s*\d+(\s*,\s*\d+){2}\s*\]")
+_LOCAL = re.compile(
+    r"local(\[\s*(\d+|\*)\s*(,\s*\d+\s*)?\])?|local-cluster\[\s*\d+(\s*,\s*\d+){2}\s*\]"
+)
 _CLUSTER_SCHEMES = ("yarn", "k8s://", "mesos://")
 _FIX = "e.g. spark.master=local[2], or spark.master=spark://127.0.0.1:7077 (make cluster-up)"
 

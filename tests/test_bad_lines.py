@@ -38,8 +38,14 @@ def test_blank_wide_malformed_and_non_finite_lines_are_rejects(
     cfg = _config(
         tmp_path / "lake",
         src,
-        schema={"id": "int", "kind": "string", "size_cm": "double", "colour": "string",
-                "count": "int", "weight": "double"},
+        schema={
+            "id": "int",
+            "kind": "string",
+            "size_cm": "double",
+            "colour": "string",
+            "count": "int",
+            "weight": "double",
+        },
     )
     summary = run_ingest(cfg, spark)
     _reconciles(summary)

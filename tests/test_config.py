@@ -133,7 +133,10 @@ def test_every_numeric_config_value_has_a_range() -> None:
             r"tracking.check_timeout_s must be in \(0, inf\), got -1.0; "
             r"e.g. tracking.check_timeout_s=10.0",
         ),
-        ("model.hidden=[8,0]", r"model.hidden\[1\] must be in \[1, inf\), got 0; e.g. model.hidden=\[64,32\]"),
+        (
+            "model.hidden=[8,0]",
+            r"model.hidden\[1\] must be in \[1, inf\), got 0; e.g. model.hidden=\[64,32\]",
+        ),
         ("data.split.val=1.5", r"data.split.val must be in \[0, 1\], got 1.5"),
         ("train.lr=.inf", r"train.lr must be in \(0, inf\), got inf"),
         ("model.dropout=1", r"model.dropout must be in \[0, 1\), got 1.0"),

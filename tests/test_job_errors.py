@@ -12,15 +12,18 @@ import pytest
 from pipeline.cli import run_job
 from pipeline.errors import ConfigError, EnvironmentSetupError
 from pipeline.master import check_master
-from tests.helpers import REPO
+from tests.helpers import REPO, summary_of
 from tests.helpers import run_job as run_job_process
-from tests.helpers import summary_of
 
 
 def test_a_bogus_master_is_exit_2_with_the_fix() -> None:
     started = time.monotonic()
     proc = run_job_process(
-        "ingest", "--config", str(REPO / "conf" / "penguins.yaml"), "spark.master=bogus", timeout=120
+        "ingest",
+        "--config",
+        str(REPO / "conf" / "penguins.yaml"),
+        "spark.master=bogus",
+        timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert summary_of(proc)["error"] == (
@@ -53,7 +56,8 @@ def test_an_unreachable_master_fails_within_the_timeout() -> None:
 
 
 def test_an_unexpected_failure_is_one_line_in_the_summary(
-    tmp_path, capsys: pytest.CaptureFixture[str]  # type: ignore[no-untyped-def]
+    tmp_path,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
 ) -> None:
     def body(cfg, spark):  # type: ignore[no-untyped-def]
         raise RuntimeError("first line\n\tat org.example.Frame(Frame.java:1)")

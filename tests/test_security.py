@@ -201,7 +201,9 @@ def test_basic_auth_app_turns_away_anonymous_requests(
         _job_reports_401_and_403(ui.url, admin_password, monkeypatch)
 
 
-def _job_reports_401_and_403(url: str, admin_password: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def _job_reports_401_and_403(
+    url: str, admin_password: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.server.auth.client import AuthServiceClient
     from mlflow.tracking import MlflowClient
 

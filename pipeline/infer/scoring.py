@@ -201,7 +201,10 @@ class BatchScorer:
         if not nulls.any():
             return None
         names = _flagged(np.asarray(self.keys, dtype=object), nulls)
-        return np.where(names != "", "null key column(s): " + names, None)
+        out = np.full(len(names), None, dtype=object)
+        flagged = names != ""
+        out[flagged] = "null key column(s): " + names[flagged]
+        return out
 
     def _score(self, model: Any, rows: pa.Table) -> pa.Table | None:
         frame = rows.select(self.features).to_pandas()

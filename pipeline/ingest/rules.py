@@ -297,8 +297,9 @@ def magnitude_checks(columns: dict[str, str], data: DataConfig) -> list[Check]:
             Check(
                 f"magnitude:{name}",
                 value.isNotNull() & (not_finite | (F.abs(value_d) > F.lit(limit))),
-                F.when(not_finite, _text(f"{name}: ", _shown(value), " is not a finite number"))
-                .otherwise(
+                F.when(
+                    not_finite, _text(f"{name}: ", _shown(value), " is not a finite number")
+                ).otherwise(
                     _text(
                         f"{name}: ",
                         _shown(value),

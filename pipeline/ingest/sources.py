@@ -179,9 +179,8 @@ def read_tabular(
         df = df.withColumn(LINE_RULE, F.lit(None).cast("string")).withColumn(
             LINE_REASON, F.lit(None).cast("string")
         )
-    df = (
-        df.withColumn("_source_file", F.input_file_name())
-        .withColumn("_row_id", F.monotonically_increasing_id())
+    df = df.withColumn("_source_file", F.input_file_name()).withColumn(
+        "_row_id", F.monotonically_increasing_id()
     )
     return df, names
 
@@ -194,7 +193,9 @@ def _whole_file_options(options: dict[str, str]) -> bool:
     )
 
 
-def read_csv_lines(spark: SparkSession, data: DataConfig, location: str) -> tuple[DataFrame, list[str]]:
+def read_csv_lines(
+    spark: SparkSession, data: DataConfig, location: str
+) -> tuple[DataFrame, list[str]]:
     """CSV rows parsed line by line, so that no line can fail the read.
 
     Spark's CSV reader fails the whole read on a line with more fields than its

@@ -79,6 +79,6 @@ def check_label_coverage(df: DataFrame, pre: Preprocessor, table: str) -> None:
                 raise DataError(
                     f"the {split} split of {table} has no {kind} rows (normal: label "
                     f"'{label.name}' in {label.normal}); anomaly detection measures its "
-                    f"threshold and ROC AUC on both kinds in validation and test (rows per split: {_shown(counts, list(counts))}). {_FIX}, or fix "
-                    "data.normal_labels"
+                    "threshold and ROC AUC on both kinds in validation and test (rows per "
+                    f"split: {_shown(counts, list(counts))}). {_FIX}, or fix data.normal_labels"
                 )

@@ -22,6 +22,7 @@ from pipeline.lake.read import Snapshot, read_table, snapshot
 from pipeline.launch import run_distributed
 from pipeline.train import plots
 from pipeline.train.checkpoint import checkpoint_path, load_checkpoint
+from pipeline.train.coverage import check_label_coverage
 from pipeline.train.data import (
     SPLIT,
     ReaderSpec,
@@ -30,7 +31,6 @@ from pipeline.train.data import (
     steps_per_epoch,
     too_few_row_groups,
 )
-from pipeline.train.coverage import check_label_coverage
 from pipeline.train.evaluate import Evaluation, anomaly_threshold, evaluate, selection_score
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor, usable_rows
 from pipeline.train.loop import RankSpec, train_rank
