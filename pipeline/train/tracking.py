@@ -120,8 +120,13 @@ def schema_lock(uri: str) -> Iterator[None]:
     if path is None:
         yield
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path + ".lock", "a") as handle:
+    try:
+        handle = open(path + ".lock", "a")  # noqa: SIM115 - closed by the `with` below
+    except OSError:
+        # a missing or read-only directory: the store check itself reports it
+        yield
+        return
+    with handle:
         deadline = time.monotonic() + SCHEMA_LOCK_TIMEOUT_S
         while True:
             try:
