@@ -74,7 +74,9 @@ def run_job(
         return exc.exit_code
     except Exception as exc:
         _logger.exception("%s failed unexpectedly", name)
-        emit_summary({"job": name, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        # the summary is one line to read (the trace is in the log above)
+        first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+        emit_summary({"job": name, "status": "failed", "error": f"{type(exc).__name__}: {first}"})
         return 1
     finally:
         if spark is not None and owns_session:

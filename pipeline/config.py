@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -23,6 +24,52 @@ from pipeline.errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+RANGE = "range"  # field metadata key: the allowed interval of a numeric value (see `bounded`)
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval for a numeric config value (each item, for a list); None is open."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violated(self, value: float) -> bool:
+        return (
+            not math.isfinite(value)
+            or (self.ge is not None and value < self.ge)
+            or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le)
+            or (self.lt is not None and value >= self.lt)
+        )
+
+    def text(self) -> str:
+        low = "(-inf" if self.gt is None else f"({self.gt:g}"
+        high = "inf)" if self.lt is None else f"{self.lt:g})"
+        if self.ge is not None:
+            low = f"[{self.ge:g}"
+        if self.le is not None:
+            high = f"{self.le:g}]"
+        return f"{low}, {high}"
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A numeric field whose configured value must lie in the interval. `default` is the
+    value, or a callable (for lists) that makes it. The loader checks every value given
+    in YAML or an override against it (see `_check_range`)."""
+    metadata = {RANGE: Range(ge=ge, gt=gt, le=le, lt=lt)}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(kw_only=True)
@@ -31,7 +78,7 @@ class SparkConfig:
 
     master: str = "local[2]"
     app_name: str = "sparktrain"
-    shuffle_partitions: int = 4
+    shuffle_partitions: int = bounded(4, ge=1)
     ui: bool = False
     conf: dict[str, str] = field(default_factory=dict)
 
@@ -44,9 +91,9 @@ class LakeConfig:
     engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
     # Rows per Parquet file and per row group. Petastorm shards by row group,
     # so a table needs at least `min_row_groups` of them (see Delta writer).
-    target_file_rows: int = 1_000_000
-    row_group_rows: int = 100_000
-    min_row_groups: int = 8
+    target_file_rows: int = bounded(1_000_000, ge=1)
+    row_group_rows: int = bounded(100_000, ge=1)
+    min_row_groups: int = bounded(8, ge=1)
     partition_by: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -59,9 +106,9 @@ class LakeConfig:
 
 @dataclass(kw_only=True)
 class SplitConfig:
-    train: float = 0.7
-    val: float = 0.15
-    test: float = 0.15
+    train: float = bounded(0.7, ge=0, le=1)
+    val: float = bounded(0.15, ge=0, le=1)
+    test: float = bounded(0.15, ge=0, le=1)
 
     def __post_init__(self) -> None:
         total = self.train + self.val + self.test
@@ -88,18 +135,21 @@ class RulesConfig:
     # column -> regex with one capture group; the group replaces the value
     # (e.g. species: '^(\w+)' keeps "Adelie" of "Adelie Penguin (...)"). No match rejects the row.
     extract: dict[str, str] = field(default_factory=dict)
+    # Numbers beyond +-max_abs_value (and inf, NaN) are rejected at ingest and routed to the
+    # errors table at inference: standardised and cast to float32 they overflow the model.
+    max_abs_value: float = bounded(1e15, gt=0)
 
 
 @dataclass(kw_only=True)
 class SyntheticConfig:
     """jobs/generate.py: penguin-like raw rows written to `data.source`."""
 
-    rows: int = 100_000
-    dirty_fraction: float = 0.05
-    duplicate_fraction: float = 0.01
-    seed: int = 7
+    rows: int = bounded(100_000, ge=1)
+    dirty_fraction: float = bounded(0.05, ge=0, le=1)
+    duplicate_fraction: float = bounded(0.01, ge=0, le=1)
+    seed: int = bounded(7, ge=0)
     # Output files (= Spark tasks); rows are generated in Spark, never on the driver.
-    files: int = 4
+    files: int = bounded(4, ge=1)
     format: Literal["csv", "parquet", "json"] = "csv"
 
     def __post_init__(self) -> None:
@@ -134,13 +184,13 @@ class DataConfig:
     task: str = "classification"
     id: list[str] = field(default_factory=list)
     table: str = ""
-    version: int | None = None
+    version: int | None = bounded(None, ge=0)
     mode: Literal["append", "overwrite"] = "append"
     rules: RulesConfig = field(default_factory=RulesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     # Images: decoded to a float array of image_size x image_size x channels in [0, 1].
-    image_size: int = 8
-    image_channels: int = 1
+    image_size: int = bounded(8, ge=1)
+    image_channels: int = bounded(1, ge=1)
     # For anomaly detection: label value(s) that count as normal.
     normal_labels: list[Any] = field(default_factory=list)
     # Extra Spark reader options for csv/json sources (e.g. sep: ';').
@@ -167,12 +217,12 @@ class ModelConfig:
     input: Literal["tabular", "image", "sequence"] = "tabular"
     # Any family: "my_pkg.losses:focal" replaces the task's loss, called as fn(outputs, target).
     loss: str | None = None
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    dropout: float = 0.0
-    channels: list[int] = field(default_factory=lambda: [16, 32])
-    latent: int = 4
+    hidden: list[int] = bounded(lambda: [64, 32], ge=1)
+    dropout: float = bounded(0.0, ge=0, lt=1)
+    channels: list[int] = bounded(lambda: [16, 32], ge=1)
+    latent: int = bounded(4, ge=1)
     # Anomaly threshold: this quantile of validation reconstruction error of normal rows.
-    threshold_quantile: float = 0.99
+    threshold_quantile: float = bounded(0.99, gt=0, le=1)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold_quantile <= 1.0:
@@ -191,39 +241,40 @@ class ModelConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    workers: int = 2
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 0.01
+    workers: int = bounded(2, ge=1)
+    epochs: int = bounded(20, ge=1)
+    batch_size: int = bounded(32, ge=1)
+    lr: float = bounded(0.01, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
-    weight_decay: float = 0.0
-    warmup_epochs: int = 1
-    seed: int = 42
+    weight_decay: float = bounded(0.0, ge=0)
+    warmup_epochs: int = bounded(1, ge=0)
+    seed: int = bounded(42, ge=0)
     resume: bool = False
     fp16_allreduce: bool = False
-    early_stopping_patience: int = 5
-    early_stopping_min_delta: float = 0.0
+    # 0 turns early stopping off.
+    early_stopping_patience: int = bounded(5, ge=0)
+    early_stopping_min_delta: float = bounded(0.0, ge=0)
     checkpoint_dir: str = "checkpoints"
     launcher: Literal["auto", "spark", "local"] = "auto"
-    start_timeout_s: int = 120
+    start_timeout_s: int = bounded(120, ge=1)
     use_gpu: bool = False
     mixed_precision: bool = True
     # Petastorm reader pool: "dummy" reads in the rank's own thread, so a seeded run
     # repeats exactly; "thread" (reader_workers threads) overlaps I/O but not in a fixed order.
     reader_pool: Literal["thread", "dummy"] = "dummy"
-    reader_workers: int = 1
+    reader_workers: int = bounded(1, ge=1)
     # Rows per forward pass when scoring validation/test data (no gradients kept).
-    eval_batch_size: int = 1024
+    eval_batch_size: int = bounded(1024, ge=1)
     # Train rows a rank shuffles together across row groups (tables are often
     # stored in label order, so one row group alone is a poor batch source).
-    shuffle_buffer_rows: int = 10_000
+    shuffle_buffer_rows: int = bounded(10_000, ge=1)
     # A lost rank (process or executor) restarts the ranks from the last checkpoint, in the
     # same MLflow run, at most this many times (ranks on Spark only: one in-process rank is
     # the driver itself).
-    max_restarts: int = 1
+    max_restarts: int = bounded(1, ge=0)
     # A rank that reaches no new step (or whose process does not run) for this long is
     # ended by its watchdog; Horovod's stall shutdown and Gloo's timeout are set just above.
-    stall_timeout_s: float = 300.0
+    stall_timeout_s: float = bounded(300.0, gt=0)
 
     def __post_init__(self) -> None:
         for name in (
@@ -263,14 +314,14 @@ class TrackingConfig:
     alias: str = "champion"
     run_name: str | None = None
     # How long the pre-training check of the tracking store may take before it counts as down.
-    check_timeout_s: float = 10.0
+    check_timeout_s: float = bounded(10.0, gt=0)
     # Training goes on while the tracking server is down (metrics are buffered and kept in the
     # checkpoint); an outage longer than this stops the job, which can then be resumed.
-    outage_timeout_s: float = 300.0
+    outage_timeout_s: float = bounded(300.0, gt=0)
     # A RUNNING run whose driver heartbeat tag is older than this is marked KILLED by the next
     # training job of its experiment and by jobs/doctor.py (its driver died). Longer than
     # outage_timeout_s: a driver waiting out an outage cannot write its heartbeat.
-    orphan_after_s: float = 900.0
+    orphan_after_s: float = bounded(900.0, gt=0)
 
     def __post_init__(self) -> None:
         if self.outage_timeout_s <= 0 or self.orphan_after_s <= self.outage_timeout_s:
@@ -291,7 +342,7 @@ class InferConfig:
     input_table: str = ""
     output_table: str = ""
     key: list[str] = field(default_factory=list)
-    batch_size: int = 1024
+    batch_size: int = bounded(1024, ge=1)
     split: str | None = None
 
 
@@ -300,20 +351,20 @@ class BenchConfig:
     """jobs/bench.py: sizes and repeats of the side-by-side benchmarks B1..B7."""
 
     # Raw synthetic rows generated for B1-B5 and B7 (clean rows are ~94% of them).
-    rows: int = 1_000_000
+    rows: int = bounded(1_000_000, ge=1000)
     # B6: a worker's peak RSS on a table of memory_rows[1] rows vs one of memory_rows[0].
-    memory_rows: list[int] = field(default_factory=lambda: [1_000_000, 10_000_000])
+    memory_rows: list[int] = bounded(lambda: [1_000_000, 10_000_000], ge=1000)
     # B6: train steps each measured worker runs (the reader is still opened on the full table).
-    memory_steps: int = 200
+    memory_steps: int = bounded(200, ge=1)
     # --quick: the same benchmarks at these sizes, only to prove the code works.
-    quick_rows: int = 20_000
-    quick_memory_rows: list[int] = field(default_factory=lambda: [20_000, 200_000])
+    quick_rows: int = bounded(20_000, ge=1000)
+    quick_memory_rows: list[int] = bounded(lambda: [20_000, 200_000], ge=1000)
     # Each side of a pair is measured this many times, alternating; the best run counts.
-    rounds: int = 3
-    quick_rounds: int = 1
+    rounds: int = bounded(3, ge=1)
+    quick_rounds: int = bounded(1, ge=1)
     # B7: epochs per measured training run, and runs per side (its effect is small: more runs).
-    tracking_epochs: int = 1
-    tracking_rounds: int = 5
+    tracking_epochs: int = bounded(1, ge=1)
+    tracking_rounds: int = bounded(5, ge=1)
     # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
     workdir: str = "bench-out/work"
 
@@ -447,9 +498,30 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _check_range(value: Any, spec: dataclasses.Field[Any], where: str) -> None:
+    """A numeric value (or each number of a list) outside its field's `bounded` interval."""
+    rng = spec.metadata.get(RANGE)
+    if rng is None or value is None:
+        return
+    items = enumerate(value) if isinstance(value, list) else [(None, value)]
+    for index, item in items:
+        if rng.violated(item):
+            # the field's default is always inside its interval: a fix that works
+            default = spec.default_factory() if callable(spec.default_factory) else spec.default
+            raise ConfigError(
+                f"{where}{'' if index is None else f'[{index}]'} must be in {rng.text()}, "
+                f"got {item!r}; e.g. {where}={_yaml(default)} (the default)"
+            )
+
+
+def _yaml(value: Any) -> str:
+    return "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else str(value)
+
+
 def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
     hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = list(fields)
     kwargs: dict[str, Any] = {}
     for key, value in values.items():
         path = f"{where}.{key}" if where else str(key)
@@ -459,6 +531,7 @@ def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
                 f"(valid keys{' under ' + where if where else ''}: {', '.join(names)})"
             )
         kwargs[key] = _coerce(value, hints[key], path)
+        _check_range(kwargs[key], fields[key], path)
     try:
         return cls(**kwargs)
     except TypeError as exc:  # pragma: no cover - dataclass signature mismatch

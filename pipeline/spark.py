@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from pipeline.config import SparkConfig
 from pipeline.errors import EnvironmentSetupError
+from pipeline.master import check_master
 
 _logger = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     cfg = cfg or SparkConfig()
     builder = SparkSession.builder.appName(cfg.app_name)
     if not under_spark_submit():
+        check_master(cfg.master)
         check_java()
         builder = builder.master(cfg.master)
         builder = builder.config("spark.ui.enabled", str(cfg.ui).lower())

@@ -281,3 +281,39 @@ def test_schema_mismatch_and_empty_input_fail_clearly(
     )
     with pytest.raises(InferenceError, match="has no rows: nothing to score"):
         run_batch_inference(scenario["cfg"]("infer.input_table=penguins_empty"), spark)
+
+
+def test_unusable_values_and_null_keys_are_errors_once(
+    spark: SparkSession, scenario: dict[str, Any]
+) -> None:
+    base = scenario["cfg"]()
+    clean = read_table(spark, base.table_path("penguins")).orderBy(*KEYS).toPandas()
+    first, later = clean.iloc[:20].copy(), clean.iloc[20:30].copy()
+    first.loc[first.index[:3], "body_mass_g"] = [float("inf"), float("-inf"), 1e308]
+    first.loc[first.index[3:5], "individual_id"] = None
+    later.loc[later.index[:2], "individual_id"] = None
+    path = base.table_path("penguins_odd")
+    write_table(spark, spark.createDataFrame(first), path, base.lake, mode="overwrite")
+    cfg = scenario["cfg"]("infer.input_table=penguins_odd")
+
+    result = run_batch_inference(cfg, spark)
+    assert (result.rows_scored, result.rows_failed) == (15, 5)
+    errors = read_table(spark, result.errors_table)
+    assert sorted(r.error for r in errors.collect()) == [
+        "feature(s) beyond +-1e+15 (data.rules.max_abs_value): body_mass_g",
+        "infinite feature(s): body_mass_g",
+        "infinite feature(s): body_mass_g",
+        "null key column(s): individual_id",
+        "null key column(s): individual_id",
+    ]
+
+    # an append with two more null keys: only those are new errors, nothing is scored twice
+    write_table(spark, spark.createDataFrame(later), path, base.lake, mode="append")
+    again = run_batch_inference(cfg, spark)
+    assert (again.rows_scored, again.rows_failed, again.rows_skipped) == (8, 2, 20)
+    errors = read_table(spark, result.errors_table)
+    assert errors.where(F.col("individual_id").isNull()).count() == 4
+    assert errors.count() == 7
+    scored = read_table(spark, result.output_table)
+    assert scored.count() == 23
+    assert scored.where(F.col("individual_id").isNull()).count() == 0

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import Config, flatten, load_config, parse_override
+from pipeline.config import RANGE, Config, flatten, load_config, parse_override
 from pipeline.errors import ConfigError
 
 
@@ -94,3 +96,54 @@ def test_every_shipped_config_loads() -> None:
     assert confs, "conf/ has no YAML files"
     for path in confs:
         load_config(path)
+
+
+def _numeric_fields(cls: type, prefix: str = "") -> list[tuple[str, dataclasses.Field]]:
+    """Every int/float (or list of them) field under `cls`, by dotted path."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, dataclasses.Field]] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += _numeric_fields(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            continue
+        args = {a for a in typing.get_args(tp) if a is not type(None)} or {tp}
+        if args & {int, float}:
+            out.append((prefix + f.name, f))
+    return out
+
+
+def test_every_numeric_config_value_has_a_range() -> None:
+    fields = _numeric_fields(Config)
+    assert len(fields) > 40  # the walk found the sections
+    unbounded = [name for name, f in fields if RANGE not in f.metadata]
+    assert unbounded == [], "give these fields a range with config.bounded(...)"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "train.early_stopping_patience=-3",
+            r"train.early_stopping_patience must be in \[0, inf\), got -3; "
+            r"e.g. train.early_stopping_patience=5 \(the default\)",
+        ),
+        (
+            "tracking.check_timeout_s=-1",
+            r"tracking.check_timeout_s must be in \(0, inf\), got -1.0; "
+            r"e.g. tracking.check_timeout_s=10.0",
+        ),
+        (
+            "model.hidden=[8,0]",
+            r"model.hidden\[1\] must be in \[1, inf\), got 0; e.g. model.hidden=\[64,32\]",
+        ),
+        ("data.split.val=1.5", r"data.split.val must be in \[0, 1\], got 1.5"),
+        ("train.lr=.inf", r"train.lr must be in \(0, inf\), got inf"),
+        ("model.dropout=1", r"model.dropout must be in \[0, 1\), got 1.0"),
+        ("data.version=-1", r"data.version must be in \[0, inf\), got -1"),
+        ("data.rules.max_abs_value=0", r"data.rules.max_abs_value must be in \(0, inf\)"),
+    ],
+)
+def test_numeric_values_out_of_range_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

@@ -111,8 +111,29 @@ def test_anomaly() -> None:
     assert task.evaluate(ANO, np.array([0, 1]), np.array([0.1, 0.9])).metrics == {"roc_auc": 1.0}
     with pytest.raises(DataError, match="normal and anomalous rows"):
         task.evaluate(ANO, np.array([0.0, 0.0]), np.array([0.1, 0.9]))
-    with pytest.raises(DataError, match="test split of t has no anomalous rows"):
-        task.check_counts(ANO, {"test": 5}, {"test": 5}, "t")
+    only_normal_in_test = {
+        "ok": {"train": 5, "val": 2, "test": 3},
+        "bad": {"train": 1, "val": 1, "test": 0},
+    }
+    with pytest.raises(DataError, match="the test split of t has no anomalous rows"):
+        task.check_coverage(ANO, only_normal_in_test, "t")
+    task.check_coverage(ANO, {**only_normal_in_test, "odd": {"train": 0, "val": 0, "test": 1}}, "t")
+
+
+def test_coverage_names_each_value_the_train_split_lacks() -> None:
+    counts = {
+        "a": {"train": 5, "val": 1, "test": 1},
+        "d": {"train": 0, "val": 0, "test": 4},
+        "e": {"train": 0, "val": 2, "test": 0},
+    }
+    with pytest.raises(DataError) as caught:
+        task_named("classification").check_coverage(CLS, counts, "t")
+    assert "'d': train 0, val 0, test 4; 'e': train 0, val 2, test 0" in str(caught.value)
+    task_named("classification").check_coverage(CLS, {"a": counts["a"]}, "t")
+    with pytest.raises(DataError, match="missing in validation/test rows"):
+        task_named("regression").check_coverage(
+            REG, {"1.5": counts["a"], "<null>": {"train": 0, "val": 0, "test": 2}}, "t"
+        )
 
 
 def test_every_task_frame_matches_its_schema_on_empty_input() -> None:

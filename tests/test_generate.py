@@ -83,5 +83,5 @@ def test_generated_data_ingests_dirty_as_asked_and_is_learnable(
 def test_bad_generator_settings_name_the_fix() -> None:
     with pytest.raises(ConfigError, match="data.synthetic.dirty_fraction must be in"):
         load_config(SYNTHETIC, ["data.synthetic.dirty_fraction=1.5"])
-    with pytest.raises(ConfigError, match="data.synthetic.rows and data.synthetic.files"):
+    with pytest.raises(ConfigError, match=r"data.synthetic.rows must be in \[1, inf\), got 0"):
         load_config(SYNTHETIC, ["data.synthetic.rows=0"])

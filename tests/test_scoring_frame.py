@@ -36,3 +36,25 @@ def test_empty_batch_gives_empty_frame() -> None:
     out = score_frame(predict, pd.DataFrame({"x": pd.Series([], dtype=float)}), ["prediction"])
     assert len(out) == 0
     assert list(out.columns) == ["prediction", ERROR_COLUMN]
+
+
+def test_infinite_huge_and_rejected_rows_never_reach_the_model() -> None:
+    seen: list[float] = []
+
+    def recording(batch: pd.DataFrame) -> pd.DataFrame:
+        seen.extend(batch["x"].tolist())
+        return predict(batch)
+
+    inf = float("inf")
+    batch = pd.DataFrame({"x": [0.5, inf, -inf, 1e308, 2.0, None], "c": ["a"] * 6})
+    rejected = np.array([None, None, None, None, "null key column(s): id", None], dtype=object)
+    out = score_frame(recording, batch, ["prediction"], max_abs=1e15, rejected=rejected)
+    assert seen == [0.5]
+    assert out[ERROR_COLUMN].tolist() == [
+        None,
+        "infinite feature(s): x",
+        "infinite feature(s): x",
+        "feature(s) beyond +-1e+15 (data.rules.max_abs_value): x",
+        "null key column(s): id",
+        "null feature(s): x",
+    ]

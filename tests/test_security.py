@@ -197,3 +197,39 @@ def test_basic_auth_app_turns_away_anonymous_requests(
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
         found = MlflowRest(ui.url).get("experiments/search", max_results=5)
         assert [e["name"] for e in found["experiments"]] == ["Default"]
+        # The training job's own checks name the variables to set (one server for all cases).
+        _job_reports_401_and_403(ui.url, admin_password, monkeypatch)
+
+
+def _job_reports_401_and_403(
+    url: str, admin_password: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.server.auth.client import AuthServiceClient
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.config import TrackingConfig
+    from pipeline.errors import TrackingError
+    from pipeline.train.tracking import check_tracking_store, start_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    with pytest.raises(TrackingError) as denied:
+        check_tracking_store(url, 5)
+    assert str(denied.value) == (
+        f"MLflow tracking server {url} refused to authenticate the job as user 'admin' "
+        "(HTTP 401) while checking the store before training. Set MLFLOW_TRACKING_USERNAME "
+        "and MLFLOW_TRACKING_PASSWORD to a valid user of that server"
+    )
+    # a user who may read (default_permission = READ) but not log into the admin's experiment
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
+    AuthServiceClient(url).create_user("reader", "reader-" + admin_password)
+    MlflowClient(url).create_experiment("owned-by-admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reader-" + admin_password)
+    check_tracking_store(url, 5)  # reading is allowed
+    with pytest.raises(TrackingError) as forbidden:
+        start_run(TrackingConfig(experiment="owned-by-admin"), url, None)
+    assert str(forbidden.value).startswith(
+        f"MLflow tracking server {url} denied user 'reader' permission (HTTP 403) while "
+        "starting a run in experiment 'owned-by-admin'. Ask an admin"
+    )
+    assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in str(forbidden.value)

@@ -33,6 +33,20 @@ RowFilter = Literal["present", "finite", "in_classes", "normal"]
 # Label statistics Spark computes over the fitting rows of the train split:
 # `distinct` (the set of values, as "__classes") or `mean_std` ("__lmean", "__lstd").
 Statistic = Literal["distinct", "mean_std"]
+# Rows per label value (as a string; NULL_LABEL when missing) and split: what coverage checks.
+LabelCounts = Mapping[str, Mapping[str, int]]
+NULL_LABEL = "<null>"
+_COVERAGE_FIX = (
+    "Re-ingest so that every split holds them (a larger dataset or other data.split "
+    "fractions), or remove these rows from the table"
+)
+
+
+def shown(counts: LabelCounts, values: list[str]) -> str:
+    """'value': train n, val n, test n; ... for the values named, in a stable order."""
+    return "; ".join(
+        f"{v!r}: " + ", ".join(f"{s} {n}" for s, n in counts[v].items()) for v in sorted(values)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,10 +103,10 @@ class Task(ABC):
     ) -> Label:
         """The Label from the statistics Spark computed (see `statistics`)."""
 
-    def check_counts(  # noqa: B027 - an optional hook: most tasks accept any counts
-        self, label: Label, rows: dict[str, int], usable: dict[str, int], table: str
-    ) -> None:
-        """Refuse split counts the task cannot train or measure on (after the generic checks)."""
+    @abstractmethod
+    def check_coverage(self, label: Label, counts: LabelCounts, table: str) -> None:
+        """Refuse validation/test rows the model or the metrics cannot use (checked on the
+        driver before any rank launches). `counts`: label value -> split -> rows."""
 
     # ------------------------------------------------------------ targets and loss
 
@@ -188,6 +202,20 @@ class Classification(Task):
             )
         return Label(name=name, task=self.name, classes=classes)
 
+    def check_coverage(self, label: Label, counts: LabelCounts, table: str) -> None:
+        unseen = [
+            v
+            for v, per_split in counts.items()
+            if v not in label.classes and (per_split["val"] or per_split["test"])
+        ]
+        if unseen:
+            raise DataError(
+                f"label '{label.name}' of {table} has value(s) in the validation/test splits "
+                f"that the train split lacks, so the model cannot predict them and the metrics "
+                f"would leave them out (rows per split: {shown(counts, unseen)}; train classes: "
+                f"{label.classes}). {_COVERAGE_FIX}"
+            )
+
     def targets(self, label: Label, values: Any) -> tuple[np.ndarray, np.ndarray]:
         # Rows with a class unseen in train are not usable.
         index = codes(values, label.classes)
@@ -255,6 +283,15 @@ class Regression(Task):
             name=name, task=self.name, mean=float(stats["__lmean"]), std=float(std) if std else 1.0
         )
 
+    def check_coverage(self, label: Label, counts: LabelCounts, table: str) -> None:
+        bad = [v for v in (NULL_LABEL, "NaN") if v in counts]  # a NaN label casts to "NaN"
+        if any(counts[v][s] for v in bad for s in ("val", "test")):
+            raise DataError(
+                f"label '{label.name}' of {table} is missing in validation/test rows, which "
+                f"could not be measured (rows per split: {shown(counts, bad)}). Add "
+                f"'{label.name}' to data.rules.required and re-ingest"
+            )
+
     def targets(self, label: Label, values: Any) -> tuple[np.ndarray, np.ndarray]:
         # Standardised, so one learning rate suits labels of any scale; missing is unusable.
         y = numbers(values)
@@ -317,14 +354,20 @@ class Anomaly(Task):
     ) -> Label:
         return Label(name=name, task=self.name, normal=normal)
 
-    def check_counts(  # noqa: B027 - an optional hook: most tasks accept any counts
-        self, label: Label, rows: dict[str, int], usable: dict[str, int], table: str
-    ) -> None:
-        if usable["test"] == rows["test"]:
-            raise DataError(
-                f"the test split of {table} has no anomalous rows (every label is in "
-                f"{label.normal}), so ROC AUC cannot be measured; check data.normal_labels"
-            )
+    def check_coverage(self, label: Label, counts: LabelCounts, table: str) -> None:
+        # the threshold check (val) and ROC AUC (test) need both kinds of row
+        normal = [v for v in counts if v in label.normal]
+        anomalous = [v for v in counts if v not in label.normal]
+        for split in ("val", "test"):
+            for kind, values in (("normal", normal), ("anomalous", anomalous)):
+                if not any(counts[v][split] for v in values):
+                    raise DataError(
+                        f"the {split} split of {table} has no {kind} rows (normal: label "
+                        f"'{label.name}' in {label.normal}); anomaly detection measures its "
+                        "threshold and ROC AUC on both kinds in validation and test (rows per "
+                        f"split: {shown(counts, list(counts))}). {_COVERAGE_FIX}, or fix "
+                        "data.normal_labels"
+                    )
 
     def targets(self, label: Label, values: Any) -> tuple[np.ndarray, np.ndarray]:
         anomalous = ~np.isin(as_strings(values), label.normal)

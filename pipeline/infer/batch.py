@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
+import operator
 import os
 import shutil
 import tempfile
@@ -171,6 +173,22 @@ def _done_keys(spark: SparkSession, path: str, ref: ModelRef, keys: list[str]) -
     ).select(*keys)
 
 
+def unreported_null_keys(
+    rows: DataFrame, keys: list[str], input_path: str, done_version: int | None
+) -> DataFrame:
+    """`rows` less those with a null key that an earlier run of this model version already
+    reported. The skip by key (an anti-join) never matches a null key, so such rows would
+    otherwise go to the errors table again on every run. A row is new when its file was
+    added after `done_version`, the input version last scored. `rows` must be a scan of the
+    input (input_file_name() is empty after a shuffle)."""
+    if done_version is None:
+        return rows
+    before = {os.path.basename(f) for f in snapshot(input_path, done_version, check=False).files}
+    null_key = functools.reduce(operator.or_, [F.col(k).isNull() for k in keys])
+    file_name = F.element_at(F.split(F.input_file_name(), "/"), -1)
+    return rows.where(~null_key | ~file_name.isin(*sorted(before)))
+
+
 def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
     client = MlflowClient(
         tracking_uri=cfg.tracking.tracking_uri(), registry_uri=cfg.tracking.tracking_uri()
@@ -220,7 +238,7 @@ def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
             snap.num_rows or 0,
         )
 
-    todo = rows
+    todo = unreported_null_keys(rows, keys, input_path, done_version)
     for done in (
         _done_keys(spark, output_path, ref, keys),
         _done_keys(spark, errors_path, ref, keys),
@@ -254,6 +272,7 @@ def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
         constants=constants,
         schema=arrow_schema_of(scored_schema),
         failures=failures,
+        max_abs=cfg.data.rules.max_abs_value,
     )
     # One pass scores every row and writes the prediction files (not committed yet),
     # scoring inside the writer's own Python pass. The input's row count bounds the

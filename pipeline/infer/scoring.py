@@ -65,11 +65,34 @@ def _null_features(batch: pd.DataFrame) -> np.ndarray:
     have one pay for a Python-built message (a per-cell Python check cost
     as much as scoring the batch, benchmark B5).
     """
-    missing = batch.isna().to_numpy()
-    names = np.asarray(batch.columns, dtype=object)
+    return _flagged(np.asarray(batch.columns, dtype=object), batch.isna().to_numpy())
+
+
+def _flagged(names: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the comma-separated `names` of its True cells in `mask`; "" if none."""
+    out = np.full(len(mask), "", dtype=object)
+    for i in np.flatnonzero(mask.any(axis=1)):
+        out[i] = ",".join(names[mask[i]])
+    return out
+
+
+def unusable_values(batch: pd.DataFrame, max_abs: float | None) -> np.ndarray:
+    """Per row, why its numeric features cannot be scored ("" if they can): infinite values,
+    and values beyond +-max_abs (standardised and cast to float32 they overflow the model).
+    Only rows with such a value pay for a Python-built message."""
+    numeric = [c for c in batch.columns if pd.api.types.is_numeric_dtype(batch[c].dtype)]
     out = np.full(len(batch), "", dtype=object)
-    for i in np.flatnonzero(missing.any(axis=1)):
-        out[i] = ",".join(names[missing[i]])
+    if not numeric or not len(batch):
+        return out
+    values = batch[numeric].to_numpy(dtype=np.float64, na_value=0.0)
+    names = np.asarray(numeric, dtype=object)
+    infinite = _flagged(names, np.isinf(values))
+    huge = _flagged(names, np.isfinite(values) & (np.abs(values) > (max_abs or np.inf)))
+    for i in np.flatnonzero((infinite != "") | (huge != "")):
+        parts = [f"infinite feature(s): {infinite[i]}"] if infinite[i] else []
+        if huge[i]:
+            parts.append(f"feature(s) beyond +-{max_abs:g} (data.rules.max_abs_value): {huge[i]}")
+        out[i] = "; ".join(parts)
     return out
 
 
@@ -77,17 +100,29 @@ def score_frame(
     predict: Callable[[pd.DataFrame], pd.DataFrame],
     batch: pd.DataFrame,
     outputs: list[str],
+    *,
+    max_abs: float | None = None,
+    rejected: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Score one batch: every input row gives one output row, with an error or a prediction.
 
-    Outputs keep the model's values (numpy scalars, arrays); Arrow converts
-    whole columns of them to the result type without a Python loop per row.
+    Rows with a null or unusable feature value, or a reason in `rejected` (e.g. a null
+    key), are errors and never reach the model. Outputs keep the model's values (numpy
+    scalars, arrays); Arrow converts whole columns of them to the result type without a
+    Python loop per row.
     """
     result = {name: np.full(len(batch), None, dtype=object) for name in outputs}
     errors = np.full(len(batch), None, dtype=object)
     nulls = _null_features(batch)
     bad = nulls != ""
     errors[bad] = "null feature(s): " + nulls[bad]
+    unusable = unusable_values(batch, max_abs)
+    for i in np.flatnonzero(unusable != ""):
+        errors[i] = unusable[i] if errors[i] is None else f"{errors[i]}; {unusable[i]}"
+    if rejected is not None:
+        for i in np.flatnonzero(~pd.isna(rejected)):
+            errors[i] = rejected[i] if errors[i] is None else f"{rejected[i]}; {errors[i]}"
+    bad = ~pd.isna(errors)
     good = np.flatnonzero(~bad)
 
     def put(rows: np.ndarray, frame: pd.DataFrame) -> None:
@@ -147,6 +182,8 @@ class BatchScorer:
     schema: pa.Schema  # of the output batches
     keep: Literal["scored", "failed"] = "scored"
     failures: Accumulator[int] | None = None
+    # numbers beyond +-max_abs are errors, not scored (see `unusable_values`)
+    max_abs: float | None = None
 
     def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model = _load(self.model_dir)
@@ -155,9 +192,25 @@ class BatchScorer:
             if out is not None:
                 yield from out.to_batches()
 
+    def _null_keys(self, rows: pa.Table) -> np.ndarray | None:
+        """Per row, "null key column(s): ..." where a key is null, else None. Such a row
+        cannot be matched to its prediction later (null never equals null in a join)."""
+        nulls = np.column_stack(
+            [rows.column(k).is_null().to_numpy(zero_copy_only=False) for k in self.keys]
+        )
+        if not nulls.any():
+            return None
+        names = _flagged(np.asarray(self.keys, dtype=object), nulls)
+        out = np.full(len(names), None, dtype=object)
+        flagged = names != ""
+        out[flagged] = "null key column(s): " + names[flagged]
+        return out
+
     def _score(self, model: Any, rows: pa.Table) -> pa.Table | None:
         frame = rows.select(self.features).to_pandas()
-        scored = score_frame(model.predict, frame, self.outputs)
+        scored = score_frame(
+            model.predict, frame, self.outputs, max_abs=self.max_abs, rejected=self._null_keys(rows)
+        )
         failed = scored[ERROR_COLUMN].notna().to_numpy()
         if self.failures is not None:
             self.failures.add(int(failed.sum()))

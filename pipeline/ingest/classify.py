@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.ingest import images, rules
-from pipeline.ingest.sources import CORRUPT, col, read_tabular
+from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE, col, read_tabular
 from pipeline.ingest.splits import split_key
 
 META = ["_source_file", "_row_id", "_rule", "_reason", "_raw", "_split_key"]
@@ -37,6 +37,8 @@ def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Cl
     raw = raw.select(
         *[col(h).alias(r) for h, r in zip(header, refs, strict=True)],
         CORRUPT,
+        LINE_RULE,
+        LINE_REASON,
         "_source_file",
         "_row_id",
     )
@@ -46,12 +48,13 @@ def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Cl
     staged, extract_checks = rules.stage_strings(raw, plans, data)
     typed, cast_checks = rules.cast_staged(staged, plans)
     raw_of = {p.clean: p.ref for p in plans}
-    checks = [
-        rules.parse_check(),
+    value_checks = [
         *extract_checks,
         *cast_checks,
+        *rules.magnitude_checks(types, data),
         *rules.value_checks(types, data, raw_of, {c: rules.staged_name(c) for c in types}),
     ]
+    checks = [*rules.line_checks(), rules.parse_check(), *rules.on_parsed_lines(value_checks)]
     judged = rules.apply_checks(typed, checks)
     raw_json = F.when(
         col(CORRUPT).isNotNull(), F.to_json(F.struct(col(CORRUPT).alias("line")))

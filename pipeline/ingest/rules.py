@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pipeline.config import DataConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.ingest.naming import did_you_mean, snake_case
-from pipeline.ingest.sources import CORRUPT, col
+from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE, col
 
 NUMERIC_TYPES = {"double", "float", "int", "integer", "long", "bigint", "short", "smallint"}
 SCALAR_TYPES = NUMERIC_TYPES | {"string", "boolean", "date", "timestamp"}
@@ -280,10 +280,56 @@ def value_checks(
     return checks
 
 
+def magnitude_checks(columns: dict[str, str], data: DataConfig) -> list[Check]:
+    """Numbers the model cannot use: NaN and +-inf (a double cast from "NaN" or "Infinity"),
+    and values beyond +-data.rules.max_abs_value, in floating columns and numeric features
+    (an integer id may legitimately be larger)."""
+    limit = data.rules.max_abs_value
+    checks: list[Check] = []
+    for name, dtype in columns.items():
+        floating = dtype in ("double", "float")
+        if not (floating or (name in data.features and dtype in NUMERIC_TYPES)):
+            continue
+        value = col(name)
+        value_d = value.cast("double")
+        not_finite = F.isnan(value_d) | (F.abs(value_d) == F.lit(float("inf")))
+        checks.append(
+            Check(
+                f"magnitude:{name}",
+                value.isNotNull() & (not_finite | (F.abs(value_d) > F.lit(limit))),
+                F.when(
+                    not_finite, _text(f"{name}: ", _shown(value), " is not a finite number")
+                ).otherwise(
+                    _text(
+                        f"{name}: ",
+                        _shown(value),
+                        f" is beyond +-{limit:g} (data.rules.max_abs_value)",
+                    )
+                ),
+            )
+        )
+    return checks
+
+
+def line_checks() -> list[Check]:
+    """Raw lines that were not parsed at all: blank, or more fields than the parser takes."""
+    return [
+        Check(rule, col(LINE_RULE) == F.lit(rule), col(LINE_REASON))
+        for rule in ("blank", "too_wide")
+    ]
+
+
+def on_parsed_lines(checks: list[Check]) -> list[Check]:
+    """`checks` applied only to lines that parsed: an unparsed line's reason is why it did
+    not parse, not the missing values that follow from it."""
+    parsed = col(CORRUPT).isNull() & col(LINE_RULE).isNull()
+    return [Check(c.rule, parsed & c.failed, c.reason) for c in checks]
+
+
 def parse_check() -> Check:
     return Check(
         "parse",
-        col(CORRUPT).isNotNull(),
+        col(CORRUPT).isNotNull() & col(LINE_RULE).isNull(),
         _text("malformed line (wrong number of fields or bad quoting): ", _shown(col(CORRUPT))),
     )
 

@@ -37,6 +37,7 @@ from pipeline.config import Config
 from pipeline.errors import DataError
 from pipeline.ingest.classify import classify
 from pipeline.ingest.dedup import drop_seen, keep_first
+from pipeline.ingest.read_errors import name_unreadable_file
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
 from pipeline.ingest.splits import SPLITS, assign_split
 from pipeline.lake import (
@@ -121,12 +122,14 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
             splits=dict.fromkeys(SPLITS, 0),
         )
 
-    judged = classify(spark, data, location)
-    persisted: list[DataFrame] = [judged.df.persist(CACHE)]
+    persisted: list[DataFrame] = []
     try:
-        return IngestResult(
-            **base, **_ingest(cfg, spark, judged.df, judged.columns, persisted, app_id)
-        )
+        with name_unreadable_file(files, data.format):
+            judged = classify(spark, data, location)
+            persisted.append(judged.df.persist(CACHE))
+            return IngestResult(
+                **base, **_ingest(cfg, spark, judged.df, judged.columns, persisted, app_id)
+            )
     finally:
         for df in persisted:
             df.unpersist()

@@ -17,6 +17,7 @@ import hashlib
 import importlib.resources
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
@@ -31,6 +32,11 @@ _logger = logging.getLogger(__name__)
 
 PKG_SCHEME = "pkg://"
 CORRUPT = "_corrupt_record"
+# A raw line not parsed at all (see `read_csv_lines`): why, as a rule name and in words.
+LINE_RULE = "_line_rule"
+LINE_REASON = "_line_reason"
+# Spark's default CSV maxColumns: its parser fails on a line with more fields.
+CSV_MAX_COLUMNS = 20480
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _GLOB_CHARS = set("*?[{")
 
@@ -139,8 +145,12 @@ def _all_strings(names: list[str]) -> StructType:
 def read_tabular(
     spark: SparkSession, data: DataConfig, location: str
 ) -> tuple[DataFrame, list[str]]:
-    """Raw rows as strings, plus `_corrupt_record`, `_source_file` and `_row_id`; and the header."""
-    if data.format == "csv":
+    """Raw rows as strings, plus `_corrupt_record`, `_line_rule`, `_line_reason`,
+    `_source_file` and `_row_id`; and the header."""
+    by_line = data.format == "csv" and not _whole_file_options(data.read_options)
+    if by_line:
+        df, names = read_csv_lines(spark, data, location)
+    elif data.format == "csv":
         options = {"header": "true", "escape": '"', **data.read_options}
         names = spark.read.options(**options).csv(location).columns
         reader = spark.read.options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
@@ -165,7 +175,75 @@ def read_tabular(
             f"data.source '{data.source}' has no columns (an empty file or no header line); "
             "the input is empty"
         )
+    if not by_line:  # whole-file readers: no line is left unparsed
+        df = df.withColumn(LINE_RULE, F.lit(None).cast("string")).withColumn(
+            LINE_REASON, F.lit(None).cast("string")
+        )
     df = df.withColumn("_source_file", F.input_file_name()).withColumn(
         "_row_id", F.monotonically_increasing_id()
     )
     return df, names
+
+
+def _whole_file_options(options: dict[str, str]) -> bool:
+    """Options under which a CSV record is not one text line (quoted newlines) or the text
+    is not UTF-8: such files go through Spark's CSV reader as a whole."""
+    return options.get("multiLine", "false").lower() == "true" or bool(
+        {"encoding", "charset"} & set(options)
+    )
+
+
+def read_csv_lines(
+    spark: SparkSession, data: DataConfig, location: str
+) -> tuple[DataFrame, list[str]]:
+    """CSV rows parsed line by line, so that no line can fail the read.
+
+    Spark's CSV reader fails the whole read on a line with more fields than its
+    parser's limit (maxColumns, 20,480), and skips blank lines uncounted. Here every
+    text line after the header is a row: blank lines and lines with more separators
+    than the limit get `LINE_RULE` ("blank", "too_wide") and their text in
+    `_corrupt_record`, and are not parsed; the others are parsed with the same CSV
+    options (from_csv), malformed ones with their text in `_corrupt_record`.
+    """
+    options = {"escape": '"', **{k: v for k, v in data.read_options.items() if k != "header"}}
+    names = spark.read.options(header="true", **options).csv(location).columns
+    text_options = {"lineSep": options["lineSep"]} if "lineSep" in options else {}
+    lines = spark.read.options(**text_options).text(location)
+    # Every file starts with the header (Spark's CSV reader takes the names from the
+    # first); the first line of the first read partition is one of them.
+    first = lines.first()
+    if first is None or not names:
+        return spark.createDataFrame([], _all_strings([])), []
+    header = first["value"]
+    limit = int(options.get("maxColumns", str(CSV_MAX_COLUMNS)))
+    sep = options.get("sep", options.get("delimiter", ","))
+    value = F.col("value")
+    # an upper bound of the line's fields: separators inside quotes count too
+    fields = F.size(F.split(value, re.escape(sep)))
+    rule = F.when(F.trim(value) == "", F.lit("blank")).when(fields > limit, F.lit("too_wide"))
+    reason = F.when(F.trim(value) == "", F.lit("blank line")).otherwise(
+        F.concat(
+            F.lit("line has "),
+            fields.cast("string"),
+            F.lit(
+                f" fields, more than the CSV parser's limit of {limit} "
+                f"(data.read_options.maxColumns); the header has {len(names)}"
+            ),
+        )
+    )
+    ddl = ", ".join(f"`{n.replace('`', '``')}` STRING" for n in [*names, CORRUPT])
+    parse = {**options, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+    parsed = F.when(rule.isNull(), F.from_csv(value, F.lit(ddl), parse))
+    rows = lines.where(value != header).select(
+        parsed.alias("_parsed"),
+        value,
+        rule.alias(LINE_RULE),
+        F.when(rule.isNotNull(), reason).alias(LINE_REASON),
+    )
+    flagged = F.col(LINE_RULE).isNotNull()
+    return rows.select(
+        *[F.col("_parsed").getField(n).alias(n) for n in names],
+        F.coalesce(F.col("_parsed").getField(CORRUPT), F.when(flagged, value)).alias(CORRUPT),
+        LINE_RULE,
+        LINE_REASON,
+    ), names

@@ -12,6 +12,7 @@ import pandas as pd
 
 from pipeline.contract.serving import Scorer
 from pipeline.contract.tasks import Evaluation
+from pipeline.errors import DataError
 
 _logger = logging.getLogger(__name__)
 
@@ -21,11 +22,15 @@ def evaluate(scorer: Scorer, rows: pd.DataFrame, split: str) -> Evaluation:
     pre = scorer.preprocessor
     targets, usable = pre.label_targets(rows[pre.label.name])
     if not usable.all():
-        _logger.warning(
-            "%d %s rows have a label the model cannot score; left out", int((~usable).sum()), split
+        # check_label_coverage refuses such tables before training; metrics on a subset
+        # of the test rows would be reported as if they covered all of them
+        raise DataError(
+            f"{int((~usable).sum())} of {len(rows)} {split} rows have a label the model cannot "
+            f"score (unseen in train, or missing); every {split} row must count. Re-ingest so "
+            f"that the train split holds every class"
         )
-    outputs = scorer.outputs(rows[usable])
-    return pre.task.evaluate(pre.label, targets[usable], outputs)
+    outputs = scorer.outputs(rows)
+    return pre.task.evaluate(pre.label, targets, outputs)
 
 
 def calibrate(scorer: Scorer, val_rows: pd.DataFrame, quantile: float) -> None:

@@ -200,5 +200,4 @@ def count_splits(df: DataFrame, pre: Preprocessor, table: str) -> SplitCounts:
                 f"all; splits present: {sorted(str(k) for k in grouped)}). Re-ingest with "
                 f"data.split.{split} > 0 and enough rows, or pin another data.version"
             )
-    pre.task.check_counts(pre.label, counts.rows, counts.usable, table)
     return counts

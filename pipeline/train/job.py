@@ -26,6 +26,7 @@ from pipeline.errors import TrainingError
 from pipeline.lake.read import Snapshot, read_table, snapshot
 from pipeline.train import plots
 from pipeline.train.checkpoint import RunRecord, checkpoint_path, latest_resumable
+from pipeline.train.coverage import check_label_coverage
 from pipeline.train.data import (
     SPLIT,
     ReaderSpec,
@@ -123,6 +124,7 @@ def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Pr
     df = read_table(spark, snap.path, snap.version)
     pre = fit_preprocessor(df, cfg.data, table)
     counts = count_splits(df, pre, table)
+    check_label_coverage(df, pre, table)
     sizes = model_config(cfg, pre)
     uris = file_uris(snap.files)
     row_groups = count_row_groups(uris)

@@ -5,12 +5,14 @@ All of this runs on the driver; rank 0 only logs per-epoch metrics (loop.py).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
@@ -63,13 +65,93 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
+AUTH_ENV = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+# Creating a fresh SQLite store's schema takes seconds; a job waits this long for another's.
+SCHEMA_LOCK_TIMEOUT_S = 120.0
+
+
+def http_status(exc: Exception) -> int | None:
+    """The HTTP status of a failed MLflow REST call: from MLflow's "failed with error code
+    401 != 200" message (a non-JSON reply, as the basic-auth app sends) or its error code."""
+    match = re.search(r"error code (\d{3}) != 200", str(exc))
+    if match:
+        return int(match.group(1))
+    code = getattr(exc, "error_code", None)
+    return {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}.get(str(code))
+
+
+def access_error(exc: Exception, uri: str, doing: str) -> TrackingError | None:
+    """An authentication (401) or permission (403) failure, with the variables to set."""
+    status = http_status(exc)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if status == 401:
+        who = f"as user '{user}'" if user else "without credentials"
+        return TrackingError(
+            f"MLflow tracking server {uri} refused to authenticate the job {who} (HTTP 401) "
+            f"while {doing}. Set {AUTH_ENV} to a valid user of that server"
+        )
+    if status == 403:
+        return TrackingError(
+            f"MLflow tracking server {uri} denied user '{user}' permission (HTTP 403) while "
+            f"{doing}. Ask an admin of the server to grant it (EDIT on the experiment, "
+            f"tracking.experiment), or set {AUTH_ENV} to a user who has it"
+        )
+    return None
+
+
+def _sqlite_path(uri: str) -> str | None:
+    prefix = "sqlite:///"
+    return uri[len(prefix) :].split("?")[0] if uri.startswith(prefix) else None
+
+
+@contextmanager
+def schema_lock(uri: str) -> Iterator[None]:
+    """Hold a file lock next to a SQLite store while a job first opens it.
+
+    MLflow creates a fresh store's tables on first use; two jobs doing that at once
+    both run the migrations and the second fails ("duplicate column name: step").
+    Under the lock the first creates the schema and the second finds it made.
+    """
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    try:
+        handle = open(path + ".lock", "a")  # noqa: SIM115 - closed by the `with` below
+    except OSError:
+        # a missing or read-only directory: the store check itself reports it
+        yield
+        return
+    with handle:
+        deadline = time.monotonic() + SCHEMA_LOCK_TIMEOUT_S
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TrackingError(
+                        f"another process has held {path}.lock for over "
+                        f"{SCHEMA_LOCK_TIMEOUT_S:g} s while opening the tracking store {uri}; "
+                        "if no job is running, delete the lock file"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def check_tracking_store(uri: str, timeout_s: float) -> None:
     """Fail fast, before any training, when the tracking store cannot be used."""
     # MLflow retries HTTP calls for minutes by default; one short try is the check.
-    with http_environment(max_retries=0, timeout_s=timeout_s):
+    with http_environment(max_retries=0, timeout_s=timeout_s), schema_lock(uri):
         try:
             MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:
+            denied = access_error(exc, uri, "checking the store before training")
+            if denied is not None:
+                raise denied from exc
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
             raise TrackingError(
                 f"MLflow tracking store {uri} is unreachable ({type(exc).__name__}: {reason}). "
@@ -90,7 +172,7 @@ def start_run(
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     sweep_orphans(client, cfg.experiment, cfg.orphan_after_s, keep=resume_run_id or "")
-    active = _start_run(cfg, resume_run_id)
+    active = _start_run(cfg, uri, resume_run_id)
     beat = DriverHeartbeat(client, active.info.run_id, heartbeat_interval_s(cfg.orphan_after_s))
     try:
         yield active
@@ -111,7 +193,7 @@ def start_run(
     mlflow.end_run("FINISHED")
 
 
-def _start_run(cfg: TrackingConfig, resume_run_id: str | None) -> mlflow.ActiveRun:
+def _start_run(cfg: TrackingConfig, uri: str, resume_run_id: str | None) -> mlflow.ActiveRun:
     if resume_run_id:
         try:
             return mlflow.start_run(run_id=resume_run_id)
@@ -120,19 +202,25 @@ def _start_run(cfg: TrackingConfig, resume_run_id: str | None) -> mlflow.ActiveR
                 f"cannot resume MLflow run {resume_run_id} from the checkpoint ({exc}); was it "
                 "deleted, or is tracking.uri another store? Train without train.resume"
             ) from exc
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment
-        else mlflow.create_experiment(
-            cfg.experiment,
-            artifact_location=cfg.artifact_location,
-            # MLflow 3's UI opens an experiment on its GenAI overview unless it is marked
-            # as model training; this lands `make ui` users on the runs table.
-            tags={"mlflow.experimentKind": "custom_model_development"},
+    try:
+        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else mlflow.create_experiment(
+                cfg.experiment,
+                artifact_location=cfg.artifact_location,
+                # MLflow 3's UI opens an experiment on its GenAI overview unless it is marked
+                # as model training; this lands `make ui` users on the runs table.
+                tags={"mlflow.experimentKind": "custom_model_development"},
+            )
         )
-    )
-    return mlflow.start_run(experiment_id=experiment_id, run_name=cfg.run_name)
+        return mlflow.start_run(experiment_id=experiment_id, run_name=cfg.run_name)
+    except Exception as exc:
+        denied = access_error(exc, uri, f"starting a run in experiment '{cfg.experiment}'")
+        if denied is not None:
+            raise denied from exc
+        raise
 
 
 def log_params(params: dict[str, Any]) -> None:
