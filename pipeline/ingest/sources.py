@@ -186,10 +186,12 @@ def read_tabular(
 
 
 def _whole_file_options(options: dict[str, str]) -> bool:
-    """Options under which a CSV record is not one text line (quoted newlines) or the text
-    is not UTF-8: such files go through Spark's CSV reader as a whole."""
-    return options.get("multiLine", "false").lower() == "true" or bool(
-        {"encoding", "charset"} & set(options)
+    """Options under which a CSV record is not one text line (quoted newlines), the text is
+    not UTF-8, or files have no header line: such files go through Spark's CSV reader."""
+    return (
+        options.get("multiLine", "false").lower() == "true"
+        or options.get("header", "true").lower() == "false"
+        or bool({"encoding", "charset"} & set(options))
     )
 
 
