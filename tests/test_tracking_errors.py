@@ -21,7 +21,7 @@ check_tracking_store(sys.argv[1], 30)
 def test_two_jobs_first_using_one_fresh_sqlite_store_both_work(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
     # both processes import MLflow first, then open the store at the same moment
-    start = time.time() + 15
+    start = time.time() + 10
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", CHECK, uri, str(start)],

@@ -186,10 +186,12 @@ def read_tabular(
 
 
 def _whole_file_options(options: dict[str, str]) -> bool:
-    """Options under which a CSV record is not one text line (quoted newlines) or the text
-    is not UTF-8: such files go through Spark's CSV reader as a whole."""
-    return options.get("multiLine", "false").lower() == "true" or bool(
-        {"encoding", "charset"} & set(options)
+    """Options under which a CSV record is not one text line (quoted newlines), the text is
+    not UTF-8, or files have no header line: such files go through Spark's CSV reader."""
+    return (
+        options.get("multiLine", "false").lower() == "true"
+        or options.get("header", "true").lower() == "false"
+        or bool({"encoding", "charset"} & set(options))
     )
 
 
@@ -218,8 +220,9 @@ def read_csv_lines(
     limit = int(options.get("maxColumns", str(CSV_MAX_COLUMNS)))
     sep = options.get("sep", options.get("delimiter", ","))
     value = F.col("value")
-    # an upper bound of the line's fields: separators inside quotes count too
-    fields = F.size(F.split(value, re.escape(sep)))
+    # An upper bound of the line's fields (separators inside quotes count too). Only a line
+    # longer than the limit can exceed it, so only such lines pay for splitting.
+    fields = F.when(F.length(value) > limit, F.size(F.split(value, re.escape(sep)))).otherwise(1)
     rule = F.when(F.trim(value) == "", F.lit("blank")).when(fields > limit, F.lit("too_wide"))
     reason = F.when(F.trim(value) == "", F.lit("blank line")).otherwise(
         F.concat(
