@@ -25,6 +25,7 @@ from pipeline.contract.specs import (
 )
 from pipeline.contract.tasks import TASKS, Label, task_named
 from pipeline.errors import ConfigError, DataError
+from tests.train_helpers import REPO
 
 CLS = Label(name="y", task="classification", classes=["a", "b", "c"])
 REG = Label(name="y", task="regression", mean=10.0, std=2.0)
@@ -251,3 +252,27 @@ def test_custom_model_errors_name_the_fix(user_package: str) -> None:
     config = custom(f"{user_package}.nets:Wrong")
     with pytest.raises(ConfigError, match=r"shape \(2, 1\).*expected \(2, 3\)"):
         check_output(build_network("custom", config), "custom", config, 1, 3)
+
+
+def test_contract_imports_only_what_the_logged_model_ships() -> None:
+    """Every import in pipeline/contract is the package itself, pipeline.errors, models, or a
+    third-party library the served model's requirements pin: no Spark, Horovod, config,
+    train or infer (MLflow itself may import pyspark where it is installed; we do not)."""
+    import ast
+
+    allowed_local = ("pipeline.contract", "pipeline.errors", "models")
+    found: dict[str, set[str]] = {}
+    for path in (REPO / "pipeline" / "contract").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                found.setdefault(name.split(".")[0], set()).add(name)
+    local = sorted(n for n in found.get("pipeline", set()) | found.get("models", set()))
+    assert all(n.startswith(allowed_local) for n in local), local
+    assert not {"pyspark", "horovod", "petastorm", "deltalake", "yaml"} & set(found)
