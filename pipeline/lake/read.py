@@ -18,9 +18,10 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline.config import LakeConfig
 from pipeline.errors import LakeError
+from pipeline.lake.engine import resolve_engine
 from pipeline.lake.schema import spark_schema_of
-from pipeline.spark import delta_spark_available
 
 _logger = logging.getLogger(__name__)
 
@@ -171,16 +172,19 @@ def table_location(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+def read_table(
+    spark: SparkSession, path: str, version: int | None = None, lake: LakeConfig | None = None
+) -> DataFrame:
     """The table at `version` (latest if None) as a Spark DataFrame.
 
-    With delta-spark on the classpath this is `format("delta")` with
-    `versionAsOf`. Otherwise Spark reads exactly the snapshot's Parquet files
-    with the table's schema; partition columns come back from the file paths,
-    and tables with reader features a plain Parquet read gets wrong are refused.
+    On delta-spark (`lake.engine`, see pipeline.lake.engine) this is
+    `format("delta")` with `versionAsOf`. On delta-rs Spark reads exactly the
+    snapshot's Parquet files with the table's schema; partition columns come back
+    from the file paths, and tables with reader features a plain Parquet read
+    gets wrong are refused.
     """
     location = table_location(path)
-    if delta_spark_available(spark):
+    if resolve_engine(spark, lake or LakeConfig()) == "delta-spark":
         _open(location, version)  # same errors as below for missing tables and versions
         reader = spark.read.format("delta")
         if version is not None:
