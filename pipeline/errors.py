@@ -45,10 +45,20 @@ class ConcurrentWriteError(LakeError):
 
     exit_code = 1
 
-    def __init__(self, path: str, read_version: int | None, winner: int | None, detail: str):
+    def __init__(
+        self,
+        path: str,
+        read_version: int | None,
+        winner: int | None,
+        detail: str,
+        *,
+        retryable: bool = True,
+    ):
         self.path = path
         self.read_version = read_version
         self.winner = winner
+        # A de-duplicating append may re-read and retry; an overwrite that lost must not.
+        self.retryable = retryable
         read = "before the table existed" if read_version is None else f"at version {read_version}"
         super().__init__(
             f"concurrent write to Delta table '{path}': another writer committed version "

@@ -26,7 +26,7 @@ def with_commit_retries(attempt: Callable[[], T], lake: LakeConfig, what: str) -
         try:
             return attempt()
         except ConcurrentWriteError as exc:
-            if tries == lake.commit_retries:
+            if not exc.retryable or tries == lake.commit_retries:
                 raise
             _logger.warning(
                 "%s lost a commit race on '%s' (version %s won); re-reading and retrying "

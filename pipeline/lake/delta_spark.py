@@ -69,22 +69,30 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
     write_id = uuid.uuid4().hex
     merge = bool(req.dedup_key) and plan.base_version is not None and table_exists(path)
     faults.kill_point(faults.BEFORE_COMMIT)
+    faults.barrier(faults.BEFORE_COMMIT)
     try:
         if merge:
             _merge(spark, df, plan, write_id)
         else:
             _save(df, plan, lake, write_id)
     except Exception as exc:
-        if _is_conflict(exc):
+        lost_create = bool(req.dedup_key) and plan.base_version is None and table_exists(path)
+        if lost_create or _is_conflict(exc):
             winner = latest_version(path) if table_exists(path) else None
-            raise ConcurrentWriteError(path, plan.base_version, winner, _first_line(exc)) from exc
+            raise ConcurrentWriteError(
+                path, plan.base_version, winner, _first_line(exc), retryable=req.mode == "append"
+            ) from exc
         raise
     return _result(path, write_id, merge)
 
 
 def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> None:
     req = plan.request
-    writer = df.write.format("delta").mode(req.mode)
+    # A de-duplicating append that read no table must create it: "error if exists" is
+    # checked against the snapshot the commit is validated on, so a table another
+    # writer created meanwhile fails this write instead of taking duplicate keys.
+    mode = "error" if req.dedup_key and plan.base_version is None else req.mode
+    writer = df.write.format("delta").mode(mode)
     writer = writer.option("maxRecordsPerFile", min(lake.target_file_rows, lake.row_group_rows))
     writer = writer.option("userMetadata", USER_METADATA_PREFIX + write_id)
     if req.app_id is not None:

@@ -172,6 +172,21 @@ def table_location(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
+def _check_files_present(path: str, version: int) -> None:
+    """A pinned version whose data files VACUUM removed fails here, not mid-job in Spark."""
+    if "://" in path or version == latest_version(path):
+        return  # the latest version's files are live; remote stores are not listed here
+    table = _open(path, version)
+    missing = [f for f in table.file_uris() if not os.path.exists(f)]
+    if missing:
+        raise LakeError(
+            f"version {version} of '{path}' refers to {len(missing)} data file(s) that no longer "
+            f"exist (e.g. {missing[0]}): VACUUM removed them. Pin a version VACUUM kept "
+            f"(the latest is {latest_version(path)}), or raise the table's "
+            "delta.deletedFileRetentionDuration so pinned versions stay readable"
+        )
+
+
 def read_table(
     spark: SparkSession, path: str, version: int | None = None, lake: LakeConfig | None = None
 ) -> DataFrame:
@@ -184,6 +199,8 @@ def read_table(
     gets wrong are refused.
     """
     location = table_location(path)
+    if version is not None:
+        _check_files_present(location, version)
     if resolve_engine(spark, lake or LakeConfig()) == "delta-spark":
         _open(location, version)  # same errors as below for missing tables and versions
         reader = spark.read.format("delta")

@@ -107,6 +107,29 @@ def _resolve_partitions(
     return list(partition_by), table
 
 
+def _check_not_other_data(path: str) -> None:
+    """Refuse to create a Delta table over a folder that holds other data.
+
+    A plain Spark output (its `_SUCCESS` marker) or files that are not Parquet
+    mean the path is not the table meant. Parquet files alone may be what a
+    killed write of ours left before its first commit, so they do not count.
+    """
+    if "://" in path or not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    others = sorted(
+        n
+        for n in names
+        if n == "_SUCCESS" or not (n.startswith((".", "_")) or n.endswith(".parquet") or "=" in n)
+    )
+    if others:
+        raise LakeError(
+            f"'{path}' is not a Delta table (no _delta_log) but holds other data, e.g. "
+            f"{others[0]}. Point the table (lake.root, the table name) at a Delta table or an "
+            "empty folder; convert Parquet data first with CONVERT TO DELTA"
+        )
+
+
 def prepare_write(spark: SparkSession, request: WriteRequest, lake: LakeConfig) -> PreparedWrite:
     """Phase one: check the request and hand it to the engine; publish with `.commit()`."""
     path = table_location(request.path)
@@ -125,6 +148,8 @@ def prepare_write(spark: SparkSession, request: WriteRequest, lake: LakeConfig) 
     out_schema = request.transform.schema if request.transform is not None else request.df.schema
     schema = arrow_schema_of(out_schema)
     exists = table_exists(path)
+    if not exists:
+        _check_not_other_data(path)
     parts, table = _resolve_partitions(path, request.mode, request.partition_by, exists)
     check_partition_columns(schema, parts)
     if table is not None and request.mode == "append":
@@ -294,6 +319,7 @@ def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -
     req = wplan.request
     path, schema, partition_by = prepared.path, wplan.schema, wplan.partition_by
     faults.kill_point(faults.BEFORE_COMMIT)
+    faults.barrier(faults.BEFORE_COMMIT)
     # A retry after a crash between phases: the transaction may have landed meanwhile.
     if _already_committed(path, req.app_id, req.app_version):
         return _skipped(path, "delta-rs").commit()
@@ -334,7 +360,11 @@ def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -
     except Exception as exc:
         if wplan.checked and _lost_race(path, wplan.base_version):
             raise ConcurrentWriteError(
-                path, wplan.base_version, latest_version(path), f"{type(exc).__name__}: {exc}"
+                path,
+                wplan.base_version,
+                latest_version(path),
+                f"{type(exc).__name__}: {exc}",
+                retryable=req.mode == "append",
             ) from exc
         raise LakeError(
             f"commit to '{path}' failed ({type(exc).__name__}: {exc}); the table stays at its "
