@@ -25,6 +25,8 @@ from tests.helpers import REPO, run_job, summary_of
 from tests.test_lake import assert_lake_agrees
 
 PENGUINS = REPO / "conf" / "penguins.yaml"
+# The parity lane: every test here runs on both Delta engines (see conftest.lake_engine).
+pytestmark = pytest.mark.usefixtures("lake_engine")
 RULE_KINDS = ("parse", "extract:", "cast:", "required:", "allowed:", "range:")
 
 

@@ -46,6 +46,7 @@ from pipeline.lake import (
     ArrowTransform,
     PreparedWrite,
     WriteRequest,
+    faults,
     prepare_write,
     read_table,
     snapshot,
@@ -306,6 +307,7 @@ class _ScoringJob:
                 committed = ok_write.commit()
                 n_ok, version = committed.num_rows, committed.version
         if out_done or failures.value:
+            faults.kill_point(faults.BETWEEN_COMMITS)
             failed = dataclasses.replace(
                 scorer, keep="failed", schema=arrow_schema_of(failed_schema), failures=None
             )

@@ -12,14 +12,18 @@ and is checked against the tables in tests:
   the same key in this input, or a key the clean table already holds (append
   mode); for rejects, a row whose raw values were already quarantined.
 
-Publishing order: both tables' files are written first, then the clean table
-is committed, then the rejects table. A failure before the clean commit leaves
-both tables untouched. The only window is between the two commits (no Spark
-work, two small log writes); a re-run repairs it, because in append mode both
+Publishing order: the clean table is committed, then the rejects table (on
+delta-rs both tables' files are written before the first commit; delta-spark
+writes each at its commit). A failure before the clean commit leaves both
+tables untouched. The only window is between the two commits; a re-run
+repairs it, because in append mode both
 commits carry the same application transaction id, derived from the input
 files (paths, sizes, modification times): a table that already has it is
 skipped. The same id makes a repeated append of unchanged input a no-op.
 Overwrite mode always writes a new version of both tables.
+
+With a dedup key, both appends are conflict-checked (see pipeline.lake.request):
+a run that loses a commit race to a concurrent one re-reads and retries.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ _logger = logging.getLogger(__name__)
 
 ENV = "SPARKTRAIN_KILL_AT"
 BEFORE_COMMIT = "before_commit"
+# After a job's first table is committed and before its second (the window in README).
+BETWEEN_COMMITS = "between_commits"
 # Race tests: `SPARKTRAIN_BARRIER=<point>:<dir>:<n>` makes each of n processes wait at
 # <point> (its first pass only) until all n are there, so their commits really race.
 BARRIER_ENV = "SPARKTRAIN_BARRIER"
