@@ -9,9 +9,14 @@ STAMP := $(VENV)/.sparktrain-setup
 
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast lint demo ui cluster-up cluster-down bench clean
+.PHONY: setup jars test test-fast lint demo ui cluster-up cluster-down bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) jars
+
+# Delta Lake's jars, cached once per machine (mvn; SPARKTRAIN_JARS_DIR overrides the cache).
+jars: $(STAMP)
+	@command -v mvn >/dev/null || { echo "error: no Maven client to fetch Delta Lake's jars: apt-get install maven" >&2; exit 1; }
+	bash docker/fetch-jars.sh $(PY)
 
 $(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.sh
 	@command -v java >/dev/null || { echo "error: no Java runtime. Spark 3.5 needs Java 8/11/17: apt-get install openjdk-17-jre-headless" >&2; exit 1; }

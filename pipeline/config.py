@@ -88,15 +88,32 @@ class LakeConfig:
     """Where Delta tables live and how they are written."""
 
     root: str = "lake"
-    engine: Literal["auto", "delta-spark", "delta-rs"] = "auto"
+    # auto: delta-spark when its jars are on the classpath, else delta-rs (see
+    # pipeline.lake.engine). $SPARKTRAIN_LAKE_ENGINE sets the default (the tests' parity lane).
+    engine: Literal["auto", "delta-spark", "delta-rs"] = field(
+        default_factory=lambda: os.environ.get("SPARKTRAIN_LAKE_ENGINE", "auto")  # type: ignore[arg-type,return-value]
+    )
     # Rows per Parquet file and per row group. Petastorm shards by row group,
     # so a table needs at least `min_row_groups` of them (see Delta writer).
     target_file_rows: int = bounded(1_000_000, ge=1)
     row_group_rows: int = bounded(100_000, ge=1)
     min_row_groups: int = bounded(8, ge=1)
     partition_by: list[str] = field(default_factory=list)
+    # A de-duplicating append that loses a race re-reads the table and tries again
+    # this many times before failing with ConcurrentWriteError.
+    commit_retries: int = 3
 
     def __post_init__(self) -> None:
+        if self.engine not in ("auto", "delta-spark", "delta-rs"):
+            raise ConfigError(
+                f"lake.engine must be one of auto, delta-spark, delta-rs, got {self.engine!r} "
+                "(from $SPARKTRAIN_LAKE_ENGINE when the config does not set it)"
+            )
+        if self.commit_retries < 0:
+            raise ConfigError(
+                f"lake.commit_retries must be >= 0, got {self.commit_retries}; "
+                "e.g. lake.commit_retries=3"
+            )
         if self.row_group_rows <= 0 or self.target_file_rows <= 0:
             raise ConfigError(
                 "lake.row_group_rows and lake.target_file_rows must be positive; "

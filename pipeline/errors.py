@@ -35,3 +35,33 @@ class TrackingError(SparktrainError):
 
 class InferenceError(SparktrainError):
     """Batch inference cannot run as asked."""
+
+
+class ConcurrentWriteError(LakeError):
+    """Another writer committed to the table first. Transient: re-running the job may succeed.
+
+    Exit code 1 (not 2): nothing is wrong with the config or the data, so a scheduler may retry.
+    """
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        path: str,
+        read_version: int | None,
+        winner: int | None,
+        detail: str,
+        *,
+        retryable: bool = True,
+    ):
+        self.path = path
+        self.read_version = read_version
+        self.winner = winner
+        # A de-duplicating append may re-read and retry; an overwrite that lost must not.
+        self.retryable = retryable
+        read = "before the table existed" if read_version is None else f"at version {read_version}"
+        super().__init__(
+            f"concurrent write to Delta table '{path}': another writer committed version "
+            f"{winner} after this job read the table {read} ({detail}). Nothing of this write "
+            "was committed; re-run the job (it re-reads the table), or raise lake.commit_retries"
+        )

@@ -8,11 +8,13 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from pyspark.sql import SparkSession
 
 from pipeline.config import SparkConfig
 from pipeline.errors import EnvironmentSetupError
+from pipeline.jars import cached_jars
 from pipeline.master import check_master
 
 _logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ def check_java() -> None:
 
 
 def _delta_jars_configured(cfg: SparkConfig) -> bool:
-    """Whether delta-spark's jars will be on the classpath of a session we build."""
+    """Whether the config or Spark's own jar folder already brings delta-spark's jars."""
     for key in ("spark.jars", "spark.jars.packages", "spark.driver.extraClassPath"):
         if "delta" in cfg.conf.get(key, ""):
             return True
@@ -54,6 +56,14 @@ def _delta_jars_configured(cfg: SparkConfig) -> bool:
 
         spark_home = os.path.dirname(pyspark.__file__)
     return bool(glob.glob(os.path.join(spark_home, "jars", "delta-spark*.jar")))
+
+
+def _cached_delta_jars(cfg: SparkConfig) -> list[str]:
+    """delta-spark's jars from the machine's cache (`make setup`), unless the session
+    brings its own (spark-submit, `spark.jars.packages`, the image's jar folder)."""
+    if under_spark_submit() or _delta_jars_configured(cfg):
+        return []
+    return cached_jars("delta") or []
 
 
 def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
@@ -82,9 +92,22 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
-    if _delta_jars_configured(cfg):
+    cached = _cached_delta_jars(cfg)
+    if cached:
+        jars = [j for j in cfg.conf.get("spark.jars", "").split(",") if j] + cached
+        builder = builder.config("spark.jars", ",".join(jars))
+    if cached or _delta_jars_configured(cfg):
         builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
         builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        # An empty append still commits a version (as on delta-rs), so its application
+        # transaction is recorded: batch inference's retries rely on it.
+        builder = builder.config("spark.databricks.delta.skipRecordingEmptyCommits", "false")
+        if cfg.master.startswith("local") and not under_spark_submit():
+            # Delta rebuilds a table's state with 50 tasks by default: seconds of overhead
+            # per table version read on a laptop's few cores.
+            builder = builder.config(
+                "spark.databricks.delta.snapshotPartitions", str(cfg.shuffle_partitions)
+            )
     # Arrow makes pandas UDFs and toPandas fast; it is safe with pyarrow 14.
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
     spark = builder.getOrCreate()
@@ -99,7 +122,10 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
 def delta_spark_available(spark: SparkSession) -> bool:
     """True when Delta Lake's Spark extension classes can be loaded by the driver JVM."""
     try:
-        spark._jvm.java.lang.Class.forName(DELTA_EXTENSION)  # type: ignore[union-attr]
+        # Through the context class loader: jars from spark.jars are in Spark's
+        # loader, not the one py4j's own Class.forName would use.
+        jvm: Any = spark._jvm
+        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(DELTA_EXTENSION)
     except Exception:
         return False
     return True

@@ -32,6 +32,41 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     session.stop()
 
 
+ENGINES = ("delta-spark", "delta-rs")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--lake-engines",
+        default=",".join(ENGINES),
+        help="the Delta engines the parity lane (tests using the lake_engine fixture) runs on, "
+        "comma-separated (default: both)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "lake_engine" in metafunc.fixturenames:
+        engines = [e for e in metafunc.config.getoption("lake_engines").split(",") if e]
+        unknown = sorted(set(engines) - set(ENGINES))
+        if unknown:
+            raise pytest.UsageError(f"--lake-engines: unknown {unknown}; choose from {ENGINES}")
+        metafunc.parametrize("lake_engine", engines, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def lake_engine(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The parity lane: the module's tests (and the jobs they start) write with this engine.
+
+    Module-scoped, so a module's shared, expensive scenario runs once per engine.
+    `lake.engine` defaults to $SPARKTRAIN_LAKE_ENGINE (see LakeConfig), which
+    subprocess jobs inherit.
+    """
+    engine = str(request.param)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPARKTRAIN_LAKE_ENGINE", engine)
+        yield engine
+
+
 @pytest.fixture
 def lake(tmp_path: Path) -> Path:
     """A fresh directory for this test's Delta tables."""

@@ -25,7 +25,7 @@ from pipeline.errors import InferenceError
 from pipeline.infer import run_batch_inference
 from pipeline.ingest.run import run_ingest
 from pipeline.ingest.sources import resolve_source
-from pipeline.lake import read_table, snapshot, write_table
+from pipeline.lake import read_table, snapshot, table_exists, write_table
 from pipeline.train.job import run_training
 from tests.helpers import REPO, run_job, summary_of
 
@@ -52,8 +52,9 @@ def _raw_slices(tmp: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def scenario(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, lake_engine: str
 ) -> Iterator[dict[str, Any]]:
+    """Runs once per engine (the parity lane): every table here is written by `lake_engine`."""
     tmp = tmp_path_factory.mktemp("infer")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     slices = _raw_slices(tmp)
@@ -90,8 +91,6 @@ def _per_version_totals(spark: SparkSession, cfg: Config, version: int) -> tuple
     dup = scored.groupBy(*KEYS).count().where("count > 1").count()
     assert dup == 0, f"{dup} keys scored more than once by model version {version}"
     errors = 0
-    from pipeline.lake import table_exists
-
     if table_exists(err):
         errors = read_table(spark, err).where(F.col("model_version") == version).count()
     return scored.count(), errors
@@ -236,6 +235,38 @@ def test_rows_the_model_cannot_score_go_to_the_errors_table(
     failed = errors.select("scored_at").distinct().collect()
     assert len(predicted) == 1
     assert predicted == failed
+
+
+def test_a_run_killed_between_its_two_commits_is_completed_by_its_retry(
+    spark: SparkSession, scenario: dict[str, Any]
+) -> None:
+    """Predictions are committed, the process dies before the errors commit: the re-run
+    writes exactly the missing error rows and scores nothing twice."""
+    base = scenario["cfg"]()
+    clean = read_table(spark, base.table_path("penguins"))
+    broken = clean.withColumn(
+        "culmen_depth_mm",
+        F.when(F.col("individual_id").endswith("2"), F.lit(None)).otherwise(
+            F.col("culmen_depth_mm")
+        ),
+    )
+    write_table(spark, broken, base.table_path("penguins_window"), base.lake, mode="overwrite")
+    total, n_null = broken.count(), broken.where(F.col("culmen_depth_mm").isNull()).count()
+    assert n_null > 0
+    args = ["--config", "conf/penguins.yaml", *scenario["overrides"]]
+    args.append("infer.input_table=penguins_window")
+    killed = run_job("batch_infer", *args, env={"SPARKTRAIN_KILL_AT": "between_commits"})
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    out_path = base.table_path("penguins_window_predictions")
+    assert read_table(spark, out_path).count() == total - n_null
+    assert not table_exists(out_path + "_errors")
+
+    retry = run_batch_inference(scenario["cfg"]("infer.input_table=penguins_window"), spark)
+    assert (retry.rows_scored, retry.rows_failed, retry.skipped) == (0, n_null, False)
+    assert read_table(spark, retry.errors_table).count() == n_null
+    assert read_table(spark, out_path).count() == total - n_null
+    again = run_batch_inference(scenario["cfg"]("infer.input_table=penguins_window"), spark)
+    assert again.skipped
 
 
 def test_unknown_alias_fails_with_the_fix(spark: SparkSession, scenario: dict[str, Any]) -> None:

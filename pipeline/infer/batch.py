@@ -4,9 +4,11 @@ One run:
 1. resolves the model URI to one exact version,
 2. pins the input table at its latest version,
 3. scores only the rows (by key) this model version has not scored or failed yet,
-4. commits errors, then predictions, each under the application transaction
+4. commits predictions, then errors, each under the application transaction
    (`sparktrain-infer/<model>/<version>`, input table version), so a retried run
-   adds nothing.
+   adds nothing and a run that died between the two commits is completed by its
+   retry. Both are de-duplicating appends (by key and model version): a
+   concurrent run of the same model version makes one of them re-read and retry.
 """
 
 from __future__ import annotations
@@ -46,12 +48,15 @@ from pipeline.infer.scoring import BatchScorer
 from pipeline.lake import (
     ArrowTransform,
     PreparedWrite,
+    WriteRequest,
+    faults,
     prepare_write,
     read_table,
     snapshot,
     table_exists,
     transaction_version,
     version_if_exists,
+    with_commit_retries,
 )
 from pipeline.lake.schema import arrow_schema_of
 
@@ -164,29 +169,36 @@ def check_schema(df: DataFrame, model: LoadedModel, keys: list[str], table: str)
         )
 
 
-def _done_keys(spark: SparkSession, path: str, ref: ModelRef, keys: list[str]) -> DataFrame | None:
-    if not table_exists(path):
+def _done_keys(
+    spark: SparkSession,
+    path: str,
+    version: int | None,
+    ref: ModelRef,
+    keys: list[str],
+    cfg: Config,
+) -> DataFrame | None:
+    if version is None:
         return None
-    done = read_table(spark, path)
+    done = read_table(spark, path, version, cfg.lake)
     return done.where(
         (F.col("model_name") == ref.name) & (F.col("model_version") == ref.version)
     ).select(*keys)
 
 
 def unreported_null_keys(
-    rows: DataFrame, keys: list[str], input_path: str, done_version: int | None
+    rows: DataFrame, keys: list[str], input_path: str, reported_version: int | None
 ) -> DataFrame:
     """`rows` less those with a null key that an earlier run of this model version already
     reported. The skip by key (an anti-join) never matches a null key, so such rows would
     otherwise go to the errors table again on every run. A row is new when its file was
-    added after `done_version`, the input version last scored. `rows` must be a scan of the
-    input (input_file_name() is empty after a shuffle)."""
-    if done_version is None:
+    added after `reported_version`, the input version whose errors were last committed.
+    `rows` must be a scan of the input (input_file_name() is empty after a shuffle)."""
+    if reported_version is None:
         return rows
-    before = {os.path.basename(f) for f in snapshot(input_path, done_version, check=False).files}
+    before = snapshot(input_path, reported_version, check=False).files
     null_key = functools.reduce(operator.or_, [F.col(k).isNull() for k in keys])
     file_name = F.element_at(F.split(F.input_file_name(), "/"), -1)
-    return rows.where(~null_key | ~file_name.isin(*sorted(before)))
+    return rows.where(~null_key | ~file_name.isin(*sorted({os.path.basename(f) for f in before})))
 
 
 def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
@@ -215,137 +227,171 @@ def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
             f"input table '{input_path}' (version {snap.version}) has no rows: nothing to score. "
             "Ingest data first, or point infer.input_table at a table with rows"
         )
-    rows = read_table(spark, input_path, snap.version)
+    rows = read_table(spark, input_path, snap.version, cfg.lake)
     if cfg.infer.split:
         rows = rows.where(F.col("split") == cfg.infer.split)
     model = load_model(spark, ref)
     check_schema(rows, model, keys, input_path)
 
-    aid = app_id(ref)
-    done_version = transaction_version(output_path, aid)
-    if done_version is not None and done_version >= snap.version:
-        _logger.info("%s already scored input version %d; nothing to do", aid, snap.version)
+    bound = rows.count() if cfg.infer.split else (snap.num_rows or 0)
+    job = _ScoringJob(spark, cfg, ref, model, rows, keys, snap.version, bound)
+    # A de-duplicating append that loses a commit race re-reads the tables and scores again.
+    return with_commit_retries(
+        lambda: job.run(input_path, output_path, errors_path),
+        cfg.lake,
+        f"batch inference {app_id(ref)}",
+    )
+
+
+@dataclass(frozen=True)
+class _ScoringJob:
+    """One attempt at scoring the rows this model version has not scored or failed yet."""
+
+    spark: SparkSession
+    cfg: Config
+    ref: ModelRef
+    model: LoadedModel
+    rows: DataFrame
+    keys: list[str]
+    input_version: int
+    bound: int
+
+    def run(self, input_path: str, output_path: str, errors_path: str) -> InferenceResult:
+        """Predictions are committed first, then errors, each under the application
+        transaction (app id, input version). A run that died between the two commits
+        left the predictions done: its retry scores only the rows in neither table
+        (the failed ones) and commits them as errors, which completes the set."""
+        spark, ref, keys = self.spark, self.ref, self.keys
+        aid = app_id(ref)
+        out_done = _txn_done(output_path, aid, self.input_version)
+        err_done = _txn_done(errors_path, aid, self.input_version)
+        if out_done and err_done:
+            return self._skipped(input_path, output_path, errors_path)
+        # The versions read to find what is done: the commits are conflict-checked against them.
+        out_base, err_base = version_if_exists(output_path), version_if_exists(errors_path)
+        # errors are committed after predictions: their transaction marks what was reported
+        todo = unreported_null_keys(
+            self.rows, keys, input_path, transaction_version(errors_path, aid)
+        )
+        for path, base in ((output_path, out_base), (errors_path, err_base)):
+            done = _done_keys(spark, path, base, ref, keys, self.cfg)
+            if done is not None:
+                todo = todo.join(done, on=keys, how="left_anti")
+        source = todo.select(*keys, *self.model.features)
+        if out_done and source.isEmpty():
+            # The predictions were committed and nothing failed: the set is complete.
+            return self._skipped(input_path, output_path, errors_path)
+
+        # One scoring time for the run, so predictions and errors of a run carry the same one.
+        constants = {
+            "model_name": ref.name,
+            "model_version": ref.version,
+            "run_id": ref.run_id,
+            "input_version": self.input_version,
+            "scored_at": dt.datetime.now(dt.UTC),
+        }
+        key_fields = [source.schema[k] for k in keys]
+        output_fields = [
+            StructField(n, _parse_datatype_string(t), True) for n, t in self.model.outputs
+        ]
+        error_fields = [
+            StructField("error", StringType(), True),
+            StructField("raw", StringType(), True),
+        ]
+        scored_schema = StructType([*key_fields, *output_fields, *LINEAGE_FIELDS])
+        failed_schema = StructType([*key_fields, *error_fields, *LINEAGE_FIELDS])
+        failures = spark.sparkContext.accumulator(0)
+        scorer = BatchScorer(
+            model_dir=os.path.basename(self.model.local_dir),
+            keys=keys,
+            features=self.model.features,
+            outputs=[name for name, _ in self.model.outputs],
+            constants=constants,
+            schema=arrow_schema_of(scored_schema),
+            failures=failures,
+            max_abs=self.cfg.data.rules.max_abs_value,
+        )
+        # One pass scores every row and writes the predictions, scoring inside the
+        # writer's own Python pass. The input's row count bounds the output's, so the
+        # writer need not count first. Only when that pass saw failures does a second
+        # one write the failed rows: bad input is the rare case, and a cached copy of
+        # all scored rows cost more than scoring them (benchmark B5).
+        n_ok, n_bad, version = 0, 0, -1
+        if not out_done:
+            ok_write = self._prepare(output_path, out_base, source, scorer, scored_schema)
+            # an empty commit still records the transaction once the table exists
+            if ok_write.num_rows != 0 or table_exists(output_path):
+                committed = ok_write.commit()
+                n_ok, version = committed.num_rows, committed.version
+        if out_done or failures.value:
+            faults.kill_point(faults.BETWEEN_COMMITS)
+            failed = dataclasses.replace(
+                scorer, keep="failed", schema=arrow_schema_of(failed_schema), failures=None
+            )
+            bad_write = self._prepare(errors_path, err_base, source, failed, failed_schema)
+            if bad_write.num_rows != 0:
+                n_bad = bad_write.commit().num_rows
+        # rows this model version had already scored (or failed) in earlier runs
+        skipped_before = self.bound - (n_ok + n_bad)
+        _logger.info("scored %d rows, %d errors, with %s", n_ok, n_bad, ref.uri)
+        return _result(
+            output_path,
+            errors_path,
+            version,
+            n_ok,
+            n_bad,
+            ref,
+            input_path,
+            self.input_version,
+            False,
+            max(skipped_before, 0),
+        )
+
+    def _skipped(self, input_path: str, output_path: str, errors_path: str) -> InferenceResult:
+        aid = app_id(self.ref)
+        _logger.info("%s already scored input version %d; nothing to do", aid, self.input_version)
         return _result(
             output_path,
             errors_path,
             -1,
             0,
             0,
-            ref,
+            self.ref,
             input_path,
-            snap.version,
+            self.input_version,
             True,
-            snap.num_rows or 0,
+            self.bound,
         )
 
-    todo = unreported_null_keys(rows, keys, input_path, done_version)
-    for done in (
-        _done_keys(spark, output_path, ref, keys),
-        _done_keys(spark, errors_path, ref, keys),
-    ):
-        if done is not None:
-            todo = todo.join(done, on=keys, how="left_anti")
-
-    # One scoring time for the run, so predictions and errors of a run carry the same one.
-    constants = {
-        "model_name": ref.name,
-        "model_version": ref.version,
-        "run_id": ref.run_id,
-        "input_version": snap.version,
-        "scored_at": dt.datetime.now(dt.UTC),
-    }
-    source = todo.select(*keys, *model.features)
-    key_fields = [source.schema[k] for k in keys]
-    output_fields = [StructField(n, _parse_datatype_string(t), True) for n, t in model.outputs]
-    error_fields = [
-        StructField("error", StringType(), True),
-        StructField("raw", StringType(), True),
-    ]
-    scored_schema = StructType([*key_fields, *output_fields, *LINEAGE_FIELDS])
-    failed_schema = StructType([*key_fields, *error_fields, *LINEAGE_FIELDS])
-    failures = spark.sparkContext.accumulator(0)
-    scorer = BatchScorer(
-        model_dir=os.path.basename(model.local_dir),
-        keys=keys,
-        features=model.features,
-        outputs=[name for name, _ in model.outputs],
-        constants=constants,
-        schema=arrow_schema_of(scored_schema),
-        failures=failures,
-        max_abs=cfg.data.rules.max_abs_value,
-    )
-    # One pass scores every row and writes the prediction files (not committed yet),
-    # scoring inside the writer's own Python pass. The input's row count bounds the
-    # output's, so the writer need not count first. Only when that pass saw failures
-    # does a second one write the failed rows: bad input is the rare case, and a
-    # cached copy of all scored rows cost more than scoring them (benchmark B5).
-    bound = rows.count() if cfg.infer.split else snap.num_rows
-    scored = ArrowTransform(scorer, scored_schema)
-    ok_write = _prepare(spark, cfg, source, output_path, aid, snap.version, bound, scored)
-    n_ok, n_bad = ok_write.num_rows, 0
-    # Errors first: if the job dies between the two commits, the retry finds
-    # the error rows done and scores only the rest.
-    if failures.value:
-        failed = dataclasses.replace(
-            scorer, keep="failed", schema=arrow_schema_of(failed_schema), failures=None
-        )
-        bad_write = _prepare(
-            spark,
-            cfg,
+    def _prepare(
+        self,
+        path: str,
+        base: int | None,
+        source: DataFrame,
+        scorer: BatchScorer,
+        schema: StructType,
+    ) -> PreparedWrite:
+        """A de-duplicating append (by key and model version) of the rows `scorer` makes
+        of `source`, under the app transaction; committed later."""
+        aid = app_id(self.ref)
+        request = WriteRequest(
             source,
-            errors_path,
-            aid,
-            snap.version,
-            bound,
-            ArrowTransform(failed, failed_schema),
+            path,
+            app_id=aid,
+            app_version=self.input_version,
+            min_row_groups=1,
+            description=f"batch inference {aid} input v{self.input_version}",
+            max_rows=self.bound,
+            transform=ArrowTransform(scorer, schema),
+            dedup_key=(*self.keys, "model_name", "model_version"),
+            read_version=base,
         )
-        n_bad = bad_write.num_rows
-        if n_bad:
-            bad_write.commit()
-    # an empty commit still records the transaction once the table exists
-    version = ok_write.commit().version if n_ok or table_exists(output_path) else -1
-    # rows this model version had already scored (or failed) in earlier runs
-    skipped_before = (bound or 0) - (n_ok + n_bad)
-    _logger.info("scored %d rows, %d errors, with %s", n_ok, n_bad, ref.uri)
-    return _result(
-        output_path,
-        errors_path,
-        version,
-        n_ok,
-        n_bad,
-        ref,
-        input_path,
-        snap.version,
-        False,
-        max(skipped_before, 0),
-    )
+        return prepare_write(self.spark, request, self.cfg.lake)
 
 
-def _prepare(
-    spark: SparkSession,
-    cfg: Config,
-    df: DataFrame,
-    path: str,
-    aid: str,
-    version: int,
-    max_rows: int | None,
-    transform: ArrowTransform,
-) -> PreparedWrite:
-    """Write the rows `transform` makes of `df` for an append under the app transaction;
-    commit them later."""
-    return prepare_write(
-        spark,
-        df,
-        path,
-        cfg.lake,
-        mode="append",
-        app_id=aid,
-        app_version=version,
-        min_row_groups=1,
-        description=f"batch inference {aid} input v{version}",
-        max_rows=max_rows,
-        transform=transform,
-    )
+def _txn_done(path: str, aid: str, input_version: int) -> bool:
+    done = transaction_version(path, aid)
+    return done is not None and done >= input_version
 
 
 def _result(

@@ -12,14 +12,18 @@ and is checked against the tables in tests:
   the same key in this input, or a key the clean table already holds (append
   mode); for rejects, a row whose raw values were already quarantined.
 
-Publishing order: both tables' files are written first, then the clean table
-is committed, then the rejects table. A failure before the clean commit leaves
-both tables untouched. The only window is between the two commits (no Spark
-work, two small log writes); a re-run repairs it, because in append mode both
+Publishing order: the clean table is committed, then the rejects table (on
+delta-rs both tables' files are written before the first commit; delta-spark
+writes each at its commit). A failure before the clean commit leaves both
+tables untouched. The only window is between the two commits; a re-run
+repairs it, because in append mode both
 commits carry the same application transaction id, derived from the input
 files (paths, sizes, modification times): a table that already has it is
 skipped. The same id makes a repeated append of unchanged input a no-op.
 Overwrite mode always writes a new version of both tables.
+
+With a dedup key, both appends are conflict-checked (see pipeline.lake.request):
+a run that loses a commit race to a concurrent one re-reads and retries.
 """
 
 from __future__ import annotations
@@ -41,11 +45,12 @@ from pipeline.ingest.read_errors import name_unreadable_file
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
 from pipeline.ingest.splits import SPLITS, assign_split
 from pipeline.lake import (
+    WriteRequest,
     prepare_write,
     read_table,
-    table_exists,
     transaction_version,
     version_if_exists,
+    with_commit_retries,
 )
 
 _logger = logging.getLogger(__name__)
@@ -127,9 +132,13 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
         with name_unreadable_file(files, data.format):
             judged = classify(spark, data, location)
             persisted.append(judged.df.persist(CACHE))
-            return IngestResult(
-                **base, **_ingest(cfg, spark, judged.df, judged.columns, persisted, app_id)
+            # A de-duplicating append that loses a commit race re-reads the tables and retries.
+            summary = with_commit_retries(
+                lambda: _ingest(cfg, spark, judged.df, judged.columns, persisted, app_id),
+                cfg.lake,
+                f"ingest of {location}",
             )
+            return IngestResult(**base, **summary)
     finally:
         for df in persisted:
             df.unpersist()
@@ -169,14 +178,18 @@ def _ingest(
     ok = judged.filter(col("_rule").isNull())
     rejected = judged.filter(col("_rule").isNotNull())
     key = data.rules.dedup_key
+    # The versions read for de-duplication: the commits are conflict-checked against them.
+    dedup = bool(key) and data.mode == "append"
+    clean_base = version_if_exists(clean_path) if dedup else None
+    rejects_base = version_if_exists(rejects_path) if dedup else None
     if key:
         ok = keep_first(ok, key)
         rejected = keep_first(rejected, ["_raw"])
-        if data.mode == "append" and table_exists(clean_path):
-            ok = drop_seen(ok, read_table(spark, clean_path), key)
-        if data.mode == "append" and table_exists(rejects_path):
-            seen = read_table(spark, rejects_path).select(F.col("raw").alias("_raw"))
-            rejected = drop_seen(rejected, seen, ["_raw"])
+        if clean_base is not None:
+            ok = drop_seen(ok, read_table(spark, clean_path, clean_base, cfg.lake), key)
+        if rejects_base is not None:
+            seen = read_table(spark, rejects_path, rejects_base, cfg.lake)
+            rejected = drop_seen(rejected, seen.select(F.col("raw").alias("_raw")), ["_raw"])
     now = F.lit(dt.datetime.now(dt.UTC)).cast("timestamp").alias("_ingested_at")
     clean = assign_split(_mixed(ok, shuffled=bool(key)), "_split_key", data.split).select(
         *[col(c) for c in columns], "split", "_source_file", now
@@ -199,26 +212,34 @@ def _ingest(
     min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
     clean_write = prepare_write(
         spark,
-        clean,
-        clean_path,
+        WriteRequest(
+            clean,
+            clean_path,
+            mode=data.mode,
+            partition_by=cfg.lake.partition_by or None,
+            app_id=app_id,
+            app_version=0 if app_id else None,
+            min_row_groups=min_groups,
+            description=f"{data.name}: clean rows ingested from {data.source}",
+            dedup_key=tuple(key) if dedup else (),
+            read_version=clean_base,
+        ),
         cfg.lake,
-        mode=data.mode,
-        partition_by=cfg.lake.partition_by or None,
-        app_id=app_id,
-        app_version=0 if app_id else None,
-        min_row_groups=min_groups,
-        description=f"{data.name}: clean rows ingested from {data.source}",
     )
     rejects_write = prepare_write(
         spark,
-        rejects,
-        rejects_path,
+        WriteRequest(
+            rejects,
+            rejects_path,
+            mode=data.mode,
+            app_id=app_id,
+            app_version=0 if app_id else None,
+            min_row_groups=1,
+            description=f"{data.name}: rows rejected at ingest, with the rule and raw values",
+            dedup_key=("raw",) if dedup else (),
+            read_version=rejects_base,
+        ),
         cfg.lake,
-        mode=data.mode,
-        app_id=app_id,
-        app_version=0 if app_id else None,
-        min_row_groups=1,
-        description=f"{data.name}: rows rejected at ingest, with the rule and raw values",
     )
     clean_result = clean_write.commit()
     rejects_result = rejects_write.commit()

@@ -18,9 +18,10 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
 
+from pipeline.config import LakeConfig
 from pipeline.errors import LakeError
+from pipeline.lake.engine import resolve_engine
 from pipeline.lake.schema import spark_schema_of
-from pipeline.spark import delta_spark_available
 
 _logger = logging.getLogger(__name__)
 
@@ -171,16 +172,36 @@ def table_location(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+def _check_files_present(path: str, version: int) -> None:
+    """A pinned version whose data files VACUUM removed fails here, not mid-job in Spark."""
+    if "://" in path or version == latest_version(path):
+        return  # the latest version's files are live; remote stores are not listed here
+    table = _open(path, version)
+    missing = [f for f in table.file_uris() if not os.path.exists(f)]
+    if missing:
+        raise LakeError(
+            f"version {version} of '{path}' refers to {len(missing)} data file(s) that no longer "
+            f"exist (e.g. {missing[0]}): VACUUM removed them. Pin a version VACUUM kept "
+            f"(the latest is {latest_version(path)}), or raise the table's "
+            "delta.deletedFileRetentionDuration so pinned versions stay readable"
+        )
+
+
+def read_table(
+    spark: SparkSession, path: str, version: int | None = None, lake: LakeConfig | None = None
+) -> DataFrame:
     """The table at `version` (latest if None) as a Spark DataFrame.
 
-    With delta-spark on the classpath this is `format("delta")` with
-    `versionAsOf`. Otherwise Spark reads exactly the snapshot's Parquet files
-    with the table's schema; partition columns come back from the file paths,
-    and tables with reader features a plain Parquet read gets wrong are refused.
+    On delta-spark (`lake.engine`, see pipeline.lake.engine) this is
+    `format("delta")` with `versionAsOf`. On delta-rs Spark reads exactly the
+    snapshot's Parquet files with the table's schema; partition columns come back
+    from the file paths, and tables with reader features a plain Parquet read
+    gets wrong are refused.
     """
     location = table_location(path)
-    if delta_spark_available(spark):
+    if version is not None:
+        _check_files_present(location, version)
+    if resolve_engine(spark, lake or LakeConfig()) == "delta-spark":
         _open(location, version)  # same errors as below for missing tables and versions
         reader = spark.read.format("delta")
         if version is not None:

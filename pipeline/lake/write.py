@@ -1,15 +1,19 @@
-"""Writing Delta tables from Spark: delta-spark when its jars are there, otherwise delta-rs.
+"""Writing Delta tables from Spark: one request, one writer class per engine.
 
-The delta-rs path is two phases, so a caller can write several tables and
-publish them back to back (see `pipeline.ingest`):
+`prepare_write(spark, WriteRequest, lake)` checks the request (schema,
+partitions, application transaction) once, then hands it to the engine's
+writer (`WRITERS`); `PreparedWrite.commit()` publishes it as one version.
 
-1. `prepare_write`: executors write Parquet files (`mapInArrow`); nothing is
+delta-rs (`DeltaRsWriter`) is two phases, so a caller can write several
+tables and publish them back to back:
+
+1. prepare: executors write Parquet files (`mapInArrow`); nothing is
    committed, so a crash here leaves only unreferenced files that VACUUM removes.
-2. `PreparedWrite.commit`: the driver commits every file in ONE Delta commit,
-   with per-file stats and, when given, an application transaction
-   (app_id, app_version) that makes a retried write a no-op.
+2. commit: the driver commits every file in ONE Delta commit, with per-file
+   stats and, when given, an application transaction (app_id, app_version).
 
-`write_table` does both. delta-rs does not skip a repeated app transaction by
+delta-spark (`pipeline.lake.delta_spark`) writes and commits in one step, so
+its prepare only plans. delta-rs does not skip a repeated app transaction by
 itself (delta-rs issue #2580), so the writer checks `transaction_version` first.
 """
 
@@ -20,10 +24,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
 
 import pyarrow as pa
 from deltalake import DeltaTable, Schema, Transaction
@@ -35,11 +36,12 @@ from deltalake.transaction import (
 )
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
 
 from pipeline.config import LakeConfig
-from pipeline.errors import LakeError
+from pipeline.errors import ConcurrentWriteError, LakeError
 from pipeline.lake import faults
+from pipeline.lake.delta_spark import DeltaSparkWriter
+from pipeline.lake.engine import Engine, resolve_engine
 from pipeline.lake.files import (
     RESULT_DDL,
     BatchTransform,
@@ -49,79 +51,23 @@ from pipeline.lake.files import (
     rows_per_group,
     write_files,
 )
-from pipeline.lake.read import _to_pyarrow_schema, table_exists, table_location
+from pipeline.lake.read import _to_pyarrow_schema, latest_version, table_exists, table_location
+from pipeline.lake.request import (
+    WRITE_ID_KEY,
+    CommitResult,
+    Mode,
+    PreparedWrite,
+    TableWriter,
+    WritePlan,
+    WriteRequest,
+)
 from pipeline.lake.schema import arrow_schema_of, check_partition_columns, schema_differences
-from pipeline.spark import DELTA_CATALOG, DELTA_EXTENSION, delta_spark_available
 
 _logger = logging.getLogger(__name__)
 
-Mode = Literal["append", "overwrite"]
-Engine = Literal["delta-spark", "delta-rs"]
-WRITE_ID_KEY = "sparktrain.writeId"
-
-DELTA_SPARK_HOWTO = (
-    "add Delta Lake's jars and extension to the session: spark-submit --packages "
-    "io.delta:delta-spark_2.12:3.3.2 --conf spark.sql.extensions=" + DELTA_EXTENSION + " --conf "
-    "spark.sql.catalog.spark_catalog=" + DELTA_CATALOG + " (or put those keys under spark.conf "
-    "in the YAML; the jars come from Maven Central), or set lake.engine=auto to write with delta-rs"
-)
-
-
-@dataclass(frozen=True)
-class CommitResult:
-    """What one write did. `skipped` means (app_id, app_version) was already committed."""
-
-    path: str
-    version: int
-    num_files: int
-    num_rows: int
-    skipped: bool
-    engine: Engine
-    row_groups: int = 0
-    files: list[str] = field(default_factory=list)
-
-
-@dataclass
-class PreparedWrite:
-    """Files written (or a Spark write planned) but not yet visible in the table."""
-
-    path: str
-    engine: Engine
-    num_rows: int
-    skipped: bool = False
-    actions: list[AddAction] = field(default_factory=list)
-    row_groups: int = 0
-    _commit: Callable[[PreparedWrite], CommitResult] | None = None
-    _result: CommitResult | None = None
-
-    def commit(self) -> CommitResult:
-        """Publish the write as one table version (idempotent: a second call returns the first)."""
-        if self._result is None:
-            if self._commit is None:
-                raise LakeError(f"write to '{self.path}' has nothing to commit")
-            self._result = self._commit(self)
-        return self._result
-
-
-def resolve_engine(spark: SparkSession, lake: LakeConfig) -> Engine:
-    available = delta_spark_available(spark)
-    if lake.engine == "delta-spark":
-        if not available:
-            raise LakeError(
-                f"lake.engine=delta-spark but delta-spark is not available: {DELTA_SPARK_HOWTO}"
-            )
-        return "delta-spark"
-    if lake.engine == "delta-rs":
-        return "delta-rs"
-    return "delta-spark" if available else "delta-rs"
-
 
 def _already_committed(path: str, app_id: str | None, app_version: int | None) -> bool:
-    if app_id is None:
-        return False
-    if app_version is None or app_version < 0:
-        raise LakeError(f"app_id '{app_id}' needs an app_version >= 0, got {app_version}")
-    if not table_exists(path):
+    if app_id is None or app_version is None or not table_exists(path):
         return False
     done = DeltaTable(path).transaction_version(app_id)
     return done is not None and int(done) >= app_version
@@ -161,97 +107,65 @@ def _resolve_partitions(
     return list(partition_by), table
 
 
-@dataclass(frozen=True)
-class ArrowTransform:
-    """Rows computed inside the writer's own Python pass.
+def _check_not_other_data(path: str) -> None:
+    """Refuse to create a Delta table over a folder that holds other data.
 
-    `fn` turns Arrow batches of the DataFrame handed to `prepare_write` into
-    batches of the table's rows, whose Spark schema is `schema`. Batch
-    inference scores this way: the rows cross from the JVM to Python once,
-    where a separate UDF followed by the writer's `mapInArrow` took two round
-    trips (benchmark B5). The writer cannot count the rows `fn` will produce
-    in advance, so such a write needs `max_rows`.
+    A plain Spark output (its `_SUCCESS` marker) or files that are not Parquet
+    mean the path is not the table meant. Parquet files alone may be what a
+    killed write of ours left before its first commit, so they do not count.
     """
-
-    fn: BatchTransform
-    schema: StructType
-
-
-def prepare_write(
-    spark: SparkSession,
-    df: DataFrame,
-    path: str,
-    lake: LakeConfig,
-    *,
-    mode: Mode = "append",
-    partition_by: list[str] | None = None,
-    app_id: str | None = None,
-    app_version: int | None = None,
-    min_row_groups: int | None = None,
-    description: str | None = None,
-    max_rows: int | None = None,
-    transform: ArrowTransform | None = None,
-) -> PreparedWrite:
-    """Phase one: validate and write the data files; commit later with `.commit()`.
-
-    `max_rows`: an upper bound of `df`'s rows (e.g. the rows of the table it was
-    derived from). With `min_row_groups=1` on an unpartitioned table the writer
-    then plans from it instead of caching and counting `df` first, so `df` is
-    computed once: any row-group size up to the real count meets a one-group minimum.
-    `transform`: write `transform.fn`'s rows computed from `df` (see ArrowTransform).
-    """
-    if mode not in ("append", "overwrite"):
-        raise LakeError(f"write mode must be 'append' or 'overwrite', got {mode!r}")
-    if transform is not None and (max_rows is None or partition_by or min_row_groups != 1):
+    if "://" in path or not os.path.isdir(path):
+        return
+    names = os.listdir(path)
+    others = sorted(
+        n
+        for n in names
+        if n == "_SUCCESS" or not (n.startswith((".", "_")) or n.endswith(".parquet") or "=" in n)
+    )
+    if others:
         raise LakeError(
-            "a transformed write needs max_rows, min_row_groups=1 and no partitions: the "
-            "rows it produces cannot be counted before they are written"
+            f"'{path}' is not a Delta table (no _delta_log) but holds other data, e.g. "
+            f"{others[0]}. Point the table (lake.root, the table name) at a Delta table or an "
+            "empty folder; convert Parquet data first with CONVERT TO DELTA"
         )
-    path = table_location(path)
+
+
+def prepare_write(spark: SparkSession, request: WriteRequest, lake: LakeConfig) -> PreparedWrite:
+    """Phase one: check the request and hand it to the engine; publish with `.commit()`."""
+    path = table_location(request.path)
     engine = resolve_engine(spark, lake)
-    if _already_committed(path, app_id, app_version):
+    if _already_committed(path, request.app_id, request.app_version):
         _logger.info(
-            "%s: transaction %s v%s already committed; skipping", path, app_id, app_version
+            "%s: transaction %s v%s already committed; skipping",
+            path,
+            request.app_id,
+            request.app_version,
         )
         return _skipped(path, engine)
-    min_groups = lake.min_row_groups if min_row_groups is None else min_row_groups
+    min_groups = lake.min_row_groups if request.min_row_groups is None else request.min_row_groups
     if min_groups < 1:
         raise LakeError(f"min_row_groups must be >= 1, got {min_groups}")
-    schema = arrow_schema_of(transform.schema if transform is not None else df.schema)
+    out_schema = request.transform.schema if request.transform is not None else request.df.schema
+    schema = arrow_schema_of(out_schema)
     exists = table_exists(path)
-    parts, table = _resolve_partitions(path, mode, partition_by, exists)
+    if not exists:
+        _check_not_other_data(path)
+    parts, table = _resolve_partitions(path, request.mode, request.partition_by, exists)
     check_partition_columns(schema, parts)
-    if table is not None and mode == "append":
+    if table is not None and request.mode == "append":
         problems = schema_differences(_to_pyarrow_schema(table), schema)
         if problems:
             raise LakeError(
                 f"cannot append to '{path}': its schema differs ({'; '.join(problems)}). "
                 "Make the data match the table, or replace the table with mode='overwrite'"
             )
-    if engine == "delta-spark":
-        if transform is not None:
-            df = df.mapInArrow(transform.fn, transform.schema)
-        return _prepare_delta_spark(df, path, mode, parts, app_id, app_version, min_groups, lake)
-    bound = (
-        {partition_key([]): max_rows}
-        if max_rows is not None and min_groups == 1 and not parts
-        else None
-    )
-    return _prepare_delta_rs(
-        df,
-        path,
-        lake,
-        mode,
-        parts,
-        schema,
-        app_id,
-        app_version,
-        min_groups,
-        description,
-        exists,
-        bound,
-        None if transform is None else transform.fn,
-    )
+    checked = bool(request.dedup_key) or request.mode == "overwrite"
+    if request.dedup_key:
+        base = request.read_version
+    else:
+        base = table.version() if table is not None else None
+    plan = WritePlan(request, path, parts, schema, exists, min_groups, base, checked)
+    return WRITERS[engine].prepare(spark, plan, lake)
 
 
 def write_table(
@@ -268,11 +182,9 @@ def write_table(
     description: str | None = None,
 ) -> CommitResult:
     """Write `df` to the Delta table at `path` as exactly one new version (or none if skipped)."""
-    prepared = prepare_write(
-        spark,
+    request = WriteRequest(
         df,
         path,
-        lake,
         mode=mode,
         partition_by=partition_by,
         app_id=app_id,
@@ -280,7 +192,7 @@ def write_table(
         min_row_groups=min_row_groups,
         description=description,
     )
-    return prepared.commit()
+    return prepare_write(spark, request, lake).commit()
 
 
 # ----------------------------------------------------------------------- delta-rs
@@ -288,19 +200,17 @@ def write_table(
 
 def _prepare_delta_rs(
     df: DataFrame,
-    path: str,
+    wplan: WritePlan,
     lake: LakeConfig,
-    mode: Mode,
-    partition_by: list[str],
-    schema: pa.Schema,
-    app_id: str | None,
-    app_version: int | None,
-    min_groups: int,
-    description: str | None,
-    exists: bool,
     known_counts: dict[str, int] | None = None,
     transform: BatchTransform | None = None,
 ) -> PreparedWrite:
+    path, partition_by, schema, min_groups = (
+        wplan.path,
+        wplan.partition_by,
+        wplan.schema,
+        wplan.min_groups,
+    )
     # Counted and written from one cached copy, so the row-group plan fits the rows
     # written; a caller's upper bound (`max_rows`) spares that extra pass over its data.
     persist_here = (
@@ -365,9 +275,7 @@ def _prepare_delta_rs(
             )
 
     def commit(prepared: PreparedWrite) -> CommitResult:
-        return _commit_delta_rs(
-            prepared, schema, mode, partition_by, app_id, app_version, description, exists, write_id
-        )
+        return _commit_delta_rs(prepared, wplan, write_id)
 
     return PreparedWrite(
         path=path,
@@ -377,6 +285,13 @@ def _prepare_delta_rs(
         row_groups=row_groups,
         _commit=commit,
     )
+
+
+def _lost_race(path: str, base_version: int | None) -> bool:
+    """Whether another writer committed after `base_version` (None: the table now exists)."""
+    if not table_exists(path):
+        return False
+    return base_version is None or latest_version(path) > base_version
 
 
 def _df_for_files(df: DataFrame, rows: int, lake: LakeConfig) -> DataFrame:
@@ -400,50 +315,57 @@ def _commit_version(path: str, write_id: str) -> int:
     return table.version()
 
 
-def _commit_delta_rs(
-    prepared: PreparedWrite,
-    schema: pa.Schema,
-    mode: Mode,
-    partition_by: list[str],
-    app_id: str | None,
-    app_version: int | None,
-    description: str | None,
-    existed: bool,
-    write_id: str,
-) -> CommitResult:
-    path = prepared.path
+def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -> CommitResult:
+    req = wplan.request
+    path, schema, partition_by = prepared.path, wplan.schema, wplan.partition_by
     faults.kill_point(faults.BEFORE_COMMIT)
+    faults.barrier(faults.BEFORE_COMMIT)
     # A retry after a crash between phases: the transaction may have landed meanwhile.
-    if _already_committed(path, app_id, app_version):
+    if _already_committed(path, req.app_id, req.app_version):
         return _skipped(path, "delta-rs").commit()
     props = CommitProperties(
         custom_metadata={WRITE_ID_KEY: write_id, "sparktrain.rows": prepared.num_rows},
         app_transactions=(
-            [Transaction(app_id, app_version)]
-            if app_id is not None and app_version is not None
+            [Transaction(req.app_id, req.app_version)]
+            if req.app_id is not None and req.app_version is not None
             else None
         ),
+        # A checked write commits against the version it read: the next version or none.
+        # (delta-rs would otherwise rebase a blind append onto whatever landed meanwhile.)
+        max_commit_retries=0 if wplan.checked else None,
     )
+    create = wplan.base_version is None if wplan.checked else not table_exists(path)
     try:
-        if not existed and not table_exists(path):
+        if create:
             create_table_with_add_actions(
                 path,
                 Schema.from_arrow(schema),
                 prepared.actions,
                 mode="error",
                 partition_by=partition_by or None,
-                description=description,
+                description=req.description,
                 commit_properties=props,
             )
         else:
-            DeltaTable(path).create_write_transaction(
+            table = (
+                DeltaTable(path, version=wplan.base_version) if wplan.checked else DeltaTable(path)
+            )
+            table.create_write_transaction(
                 list[AddAction | RemoveAction](prepared.actions),
-                mode,
+                req.mode,
                 schema,
                 partition_by=partition_by or None,
                 commit_properties=props,
             )
     except Exception as exc:
+        if wplan.checked and _lost_race(path, wplan.base_version):
+            raise ConcurrentWriteError(
+                path,
+                wplan.base_version,
+                latest_version(path),
+                f"{type(exc).__name__}: {exc}",
+                retryable=req.mode == "append",
+            ) from exc
         raise LakeError(
             f"commit to '{path}' failed ({type(exc).__name__}: {exc}); the table stays at its "
             "previous version and the files written for this commit are unreferenced (VACUUM "
@@ -454,7 +376,7 @@ def _commit_delta_rs(
         "%s: committed version %d (%s, %d files, %d rows, %d row groups)",
         path,
         version,
-        mode,
+        req.mode,
         len(prepared.actions),
         prepared.num_rows,
         prepared.row_groups,
@@ -463,7 +385,7 @@ def _commit_delta_rs(
         path=path,
         version=version,
         num_files=len(prepared.actions),
-        num_rows=prepared.num_rows,
+        num_rows=prepared.num_rows or 0,
         skipped=False,
         engine="delta-rs",
         row_groups=prepared.row_groups,
@@ -471,48 +393,24 @@ def _commit_delta_rs(
     )
 
 
-# -------------------------------------------------------------------- delta-spark
+class DeltaRsWriter:
+    """delta-rs: executors write Parquet files, the driver commits them in one version."""
 
+    engine: Engine = "delta-rs"
 
-def _prepare_delta_spark(
-    df: DataFrame,
-    path: str,
-    mode: Mode,
-    partition_by: list[str],
-    app_id: str | None,
-    app_version: int | None,
-    min_groups: int,
-    lake: LakeConfig,
-) -> PreparedWrite:
-    """Spark writes and commits in one step, so "prepare" only plans; commit does the write.
-
-    Row-group size is in bytes for Spark's Parquet writer, so enough row groups
-    come from enough files instead: at least `min_groups` tasks.
-    """
-
-    def commit(prepared: PreparedWrite) -> CommitResult:
-        data = df
-        if data.rdd.getNumPartitions() < min_groups:
-            data = data.repartition(min_groups)
-        writer = data.write.format("delta").mode(mode)
-        writer = writer.option("maxRecordsPerFile", lake.target_file_rows)
-        if app_id is not None:
-            writer = writer.option("txnAppId", app_id).option("txnVersion", app_version)
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        if mode == "overwrite":
-            writer = writer.option("overwriteSchema", "true")
-        faults.kill_point(faults.BEFORE_COMMIT)
-        writer.save(path)
-        table = DeltaTable(path)
-        metrics = table.history(limit=1)[0].get("operationMetrics", {})
-        return CommitResult(
-            path=path,
-            version=table.version(),
-            num_files=int(metrics.get("numFiles", 0)),
-            num_rows=int(metrics.get("numOutputRows", 0)),
-            skipped=False,
-            engine="delta-spark",
+    def prepare(self, spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> PreparedWrite:
+        req = plan.request
+        bound = (
+            {partition_key([]): req.max_rows}
+            if req.max_rows is not None and plan.min_groups == 1 and not plan.partition_by
+            else None
+        )
+        return _prepare_delta_rs(
+            req.df, plan, lake, bound, None if req.transform is None else req.transform.fn
         )
 
-    return PreparedWrite(path=path, engine="delta-spark", num_rows=-1, _commit=commit)
+
+WRITERS: dict[Engine, TableWriter] = {
+    "delta-rs": DeltaRsWriter(),
+    "delta-spark": DeltaSparkWriter(),
+}

@@ -1,0 +1,193 @@
+"""delta-spark's writer: Spark writes and commits in one step, so "prepare" only plans.
+
+- A plain append or overwrite is `df.write.format("delta")`, with the
+  application transaction as `txnAppId`/`txnVersion` (Delta skips a repeated one).
+- A de-duplicating append to an existing table is an insert-only MERGE on the
+  key: Delta records that it read the table, so a concurrent commit that added
+  rows makes it fail instead of inserting the same keys twice.
+- Delta's own conflict exceptions become ConcurrentWriteError.
+
+Petastorm shards by row group. Spark sizes row groups in bytes, so this writer
+bounds them by rows through files instead: at most `lake.row_group_rows` rows a
+file (`maxRecordsPerFile`), and at least `min_row_groups` tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline.config import LakeConfig
+from pipeline.errors import ConcurrentWriteError
+from pipeline.lake import faults
+from pipeline.lake.engine import Engine
+from pipeline.lake.read import latest_version, table_exists
+from pipeline.lake.request import CommitResult, PreparedWrite, WritePlan
+
+_logger = logging.getLogger(__name__)
+
+USER_METADATA_PREFIX = "sparktrain.writeId="
+# Session settings Delta reads for SQL commands (MERGE): commit metadata and app transaction.
+_TXN_CONFS = (
+    "spark.databricks.delta.write.txnAppId",
+    "spark.databricks.delta.write.txnVersion",
+    "spark.databricks.delta.commitInfo.userMetadata",
+)
+# Delta's conflict exceptions all extend java.util.ConcurrentModificationException.
+_CONFLICT_CLASSES = frozenset(
+    {
+        "java.util.ConcurrentModificationException",
+        "io.delta.exceptions.DeltaConcurrentModificationException",
+        "org.apache.spark.sql.delta.DeltaConcurrentModificationException",
+    }
+)
+
+
+class DeltaSparkWriter:
+    """delta-spark: the write and the commit are one Spark action, run at `commit()`."""
+
+    engine: Engine = "delta-spark"
+
+    def prepare(self, spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> PreparedWrite:
+        def commit(prepared: PreparedWrite) -> CommitResult:
+            return _write(spark, plan, lake)
+
+        return PreparedWrite(path=plan.path, engine=self.engine, num_rows=None, _commit=commit)
+
+
+def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResult:
+    req, path = plan.request, plan.path
+    df = req.df
+    if req.transform is not None:
+        df = df.mapInArrow(req.transform.fn, req.transform.schema)
+    if df.rdd.getNumPartitions() < plan.min_groups:
+        df = df.repartition(plan.min_groups)
+    write_id = uuid.uuid4().hex
+    merge = bool(req.dedup_key) and plan.base_version is not None and table_exists(path)
+    faults.kill_point(faults.BEFORE_COMMIT)
+    faults.barrier(faults.BEFORE_COMMIT)
+    try:
+        if merge:
+            _merge(spark, df, plan, write_id)
+        else:
+            _save(df, plan, lake, write_id)
+    except Exception as exc:
+        lost_create = bool(req.dedup_key) and plan.base_version is None and table_exists(path)
+        if lost_create or _is_conflict(exc):
+            winner = latest_version(path) if table_exists(path) else None
+            raise ConcurrentWriteError(
+                path, plan.base_version, winner, _first_line(exc), retryable=req.mode == "append"
+            ) from exc
+        raise
+    return _result(path, write_id, merge)
+
+
+def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> None:
+    req = plan.request
+    # A de-duplicating append that read no table must create it: "error if exists" is
+    # checked against the snapshot the commit is validated on, so a table another
+    # writer created meanwhile fails this write instead of taking duplicate keys.
+    mode = "error" if req.dedup_key and plan.base_version is None else req.mode
+    writer = df.write.format("delta").mode(mode)
+    writer = writer.option("maxRecordsPerFile", min(lake.target_file_rows, lake.row_group_rows))
+    writer = writer.option("userMetadata", USER_METADATA_PREFIX + write_id)
+    if req.app_id is not None:
+        writer = writer.option("txnAppId", req.app_id).option("txnVersion", req.app_version)
+    if plan.partition_by:
+        writer = writer.partitionBy(*plan.partition_by)
+    if req.mode == "overwrite":
+        writer = writer.option("overwriteSchema", "true")
+    writer.save(plan.path)
+
+
+def _merge(spark: SparkSession, df: DataFrame, plan: WritePlan, write_id: str) -> None:
+    """Insert only rows whose key the table lacks (a null key never matches: such rows go in)."""
+    req = plan.request
+    view = f"sparktrain_merge_{write_id}"
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in req.dedup_key)
+    table = "delta.`" + plan.path.replace("`", "``") + "`"
+    settings = {_TXN_CONFS[2]: USER_METADATA_PREFIX + write_id}
+    if req.app_id is not None:
+        settings[_TXN_CONFS[0]] = req.app_id
+        settings[_TXN_CONFS[1]] = str(req.app_version)
+    df.createOrReplaceTempView(view)
+    try:
+        for key, value in settings.items():
+            spark.conf.set(key, value)
+        spark.sql(
+            f"MERGE INTO {table} AS t USING {view} AS s ON {on} WHEN NOT MATCHED THEN INSERT *"
+        )
+    finally:
+        for key in settings:
+            spark.conf.unset(key)
+        spark.catalog.dropTempView(view)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    """Whether a Py4J error is (or was caused by) one of Delta's concurrent-commit exceptions."""
+    java = getattr(exc, "java_exception", None)
+    seen = 0
+    while java is not None and seen < 10:
+        cls = java.getClass()
+        while cls is not None:
+            if cls.getName() in _CONFLICT_CLASSES:
+                return True
+            cls = cls.getSuperclass()
+        java = java.getCause()
+        seen += 1
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    java = getattr(exc, "java_exception", None)
+    text = str(java.toString()) if java is not None else str(exc)
+    return text.splitlines()[0][:300]
+
+
+def _our_commit(path: str, write_id: str) -> dict[str, Any]:
+    """Our commit's history entry, found by the write id (another writer may commit right after)."""
+    marker = USER_METADATA_PREFIX + write_id
+    for info in DeltaTable(path).history(limit=50):
+        if info.get("userMetadata") == marker:
+            return info
+    raise RuntimeError(f"commit {marker} not found in the last 50 versions of '{path}'")
+
+
+def _result(path: str, write_id: str, merged: bool) -> CommitResult:
+    info = _our_commit(path, write_id)
+    version = int(info["version"])
+    metrics = info.get("operationMetrics") or {}
+    rows_key = "numTargetRowsInserted" if merged else "numOutputRows"
+    files = _files_added(path, version)
+    result = CommitResult(
+        path=path,
+        version=version,
+        num_files=len(files),
+        num_rows=int(metrics.get(rows_key, 0)),
+        skipped=False,
+        engine="delta-spark",
+        row_groups=len(files),
+        files=files,
+    )
+    _logger.info(
+        "%s: committed version %d (%s, %d files, %d rows)",
+        path,
+        version,
+        info.get("operation"),
+        result.num_files,
+        result.num_rows,
+    )
+    return result
+
+
+def _files_added(path: str, version: int) -> list[str]:
+    """The data files version `version` added (its add actions)."""
+    now = set(DeltaTable(path, version=version).file_uris())
+    if version == 0:
+        return sorted(now)
+    before = set(DeltaTable(path, version=version - 1).file_uris())
+    return sorted(now - before)
