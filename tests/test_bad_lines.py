@@ -47,7 +47,7 @@ def test_blank_wide_malformed_and_non_finite_lines_are_rejects(
             "weight": "double",
         },
     )
-    summary = run_ingest(cfg, spark)
+    summary = run_ingest(cfg, spark).summary()
     _reconciles(summary)
     assert summary["rows_in"] == len(LINES)  # every data line, blank ones included
     assert (summary["rows_ok"], summary["rows_rejected"]) == (2, 8)

@@ -128,7 +128,7 @@ def test_training_goes_on_through_an_outage_and_sends_every_epoch_in_order(
 
     thread = threading.Thread(target=outage, daemon=True)
     thread.start()
-    summary = run_training(cfg, spark)
+    summary = run_training(cfg, spark).summary()
     thread.join(timeout=300)
     assert seen.get("went_on") is True, seen
     client = MlflowClient(tracking_uri=server.url)
@@ -181,7 +181,7 @@ def test_an_outage_longer_than_the_limit_fails_cleanly_and_stays_resumable(
     server.start()
     resumed = run_training(
         train_config("penguins", lake, tmp_path, *common, "train.resume=true"), spark
-    )
+    ).summary()
     client = MlflowClient(tracking_uri=server.url)
     assert client.get_run(resumed["run_id"]).info.status == "FINISHED"
     metrics = history(client, resumed["run_id"], "val_loss")

@@ -45,7 +45,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def baseline(spark, lake: Path, work: Path) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     started = time.monotonic()
-    summary = run_training(train_config("penguins", lake, work, *SEEDED), spark)
+    summary = run_training(train_config("penguins", lake, work, *SEEDED), spark).summary()
     return {**summary, "wall_s": time.monotonic() - started}
 
 
@@ -112,7 +112,7 @@ def test_a_killed_rank_restarts_from_the_checkpoint_into_the_same_run(
     cfg = train_config("penguins", lake, work, *SEEDED, f"train.checkpoint_dir={checkpoints}")
     started = time.monotonic()
     with Signaller(checkpoints, rank, signal.SIGKILL) as killer:
-        summary = run_training(cfg, spark)
+        summary = run_training(cfg, spark).summary()
     assert killer.hit is not None, "the rank never reached the epoch to be killed in"
     assert killer.hit.epoch == KILL_EPOCH
     assert killer.hit.step >= 3
