@@ -101,18 +101,13 @@ class LakeConfig:
     partition_by: list[str] = field(default_factory=list)
     # A de-duplicating append that loses a race re-reads the table and tries again
     # this many times before failing with ConcurrentWriteError.
-    commit_retries: int = 3
+    commit_retries: int = bounded(3, ge=0)
 
     def __post_init__(self) -> None:
         if self.engine not in ("auto", "delta-spark", "delta-rs"):
             raise ConfigError(
                 f"lake.engine must be one of auto, delta-spark, delta-rs, got {self.engine!r} "
                 "(from $SPARKTRAIN_LAKE_ENGINE when the config does not set it)"
-            )
-        if self.commit_retries < 0:
-            raise ConfigError(
-                f"lake.commit_retries must be >= 0, got {self.commit_retries}; "
-                "e.g. lake.commit_retries=3"
             )
         if self.row_group_rows <= 0 or self.target_file_rows <= 0:
             raise ConfigError(

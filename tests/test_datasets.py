@@ -30,12 +30,15 @@ def test_digits_ingest_1797_images_with_correct_labels(spark: SparkSession, tmp_
     made = run_job("make_digits", "--config", str(DIGITS), f"data.source={tmp_path / 'digits'}")
     assert made.returncode == 0, made.stderr[-3000:]
     assert summary_of(made)["images"] == 1797
-    cfg = load_config(DIGITS, [f"data.source={tmp_path / 'digits'}", f"lake.root={tmp_path}"])
+    # the lake apart from the raw images: a table is never created over a folder of other data
+    cfg = load_config(
+        DIGITS, [f"data.source={tmp_path / 'digits'}", f"lake.root={tmp_path / 'lake'}"]
+    )
     summary = run_ingest(cfg, spark).summary()
     assert (summary["rows_in"], summary["rows_ok"], summary["rows_rejected"]) == (1797, 1797, 0)
     assert summary["duplicates_dropped"] == 0
 
-    table = assert_lake_agrees(spark, tmp_path / "digits")
+    table = assert_lake_agrees(spark, tmp_path / "lake" / "digits")
     assert table.columns == ["image", "label", "path", "split", "_source_file", "_ingested_at"]
     digits = load_digits()
     rows = table.collect()
@@ -51,7 +54,7 @@ def test_digits_ingest_1797_images_with_correct_labels(spark: SparkSession, tmp_
     assert {r.label for r in rows} == {str(d) for d in range(10)}
 
     # Rows are stored in hash order: row groups mix classes instead of one folder each.
-    for file in DeltaTable(str(tmp_path / "digits")).file_uris():
+    for file in DeltaTable(str(tmp_path / "lake" / "digits")).file_uris():
         parquet = pq.ParquetFile(file)
         for group in range(parquet.metadata.num_row_groups):
             labels = set(parquet.read_row_group(group, columns=["label"]).column(0).to_pylist())
