@@ -90,6 +90,10 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
             # environment's packages (horovod, pyarrow): use the driver's interpreter.
             # PySpark reads only the environment variable here, not spark.pyspark.python.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Parquet timestamps as microseconds, Delta's own unit (spark.conf may still say
+    # otherwise). Spark's default INT96 reads back in pyarrow as nanoseconds, which delta-rs
+    # can only commit with the `timestampNanos` reader feature that other readers refuse.
+    builder = builder.config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     cached = _cached_delta_jars(cfg)
