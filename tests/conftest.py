@@ -109,10 +109,41 @@ def has_gpu() -> bool:
         return False
 
 
+# The slow tier, chosen here in one place: modules whose tests train with Horovod, run jobs as
+# subprocesses, start servers or a cluster, or run the benchmark. `make test-fast` (the edit
+# loop) leaves them out; `make test` and CI run every test. Single tests elsewhere may still
+# carry @pytest.mark.slow themselves.
+SLOW_MODULES = frozenset(
+    {
+        "test_batch_infer",
+        "test_bench",
+        "test_cluster",
+        "test_datasets",
+        "test_engines",
+        "test_generate",
+        "test_harness",
+        "test_ingest",
+        "test_job_errors",
+        "test_mlflow_server",
+        "test_security",
+        "test_spark_horovod",
+        "test_tracking_outage",
+        "test_train",
+        "test_train_errors",
+        "test_train_faults",
+        "test_train_resume",
+        "test_train_tasks",
+        "test_ui",
+        "test_user_model",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if has_gpu():
-        return
+    gpu = has_gpu()
     skip = pytest.mark.skip(reason="needs a CUDA GPU: none is visible to torch on this machine")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.path.stem in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if not gpu and "gpu" in item.keywords:
             item.add_marker(skip)
