@@ -9,6 +9,7 @@ import configparser
 import re
 import socket
 import subprocess
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,12 @@ def test_basic_auth_app_turns_away_anonymous_requests(
         _job_reports_401_and_403(ui.url, admin_password, monkeypatch)
 
 
+def _enter(context: AbstractContextManager[Any]) -> None:
+    """Enter and leave a context manager: start_run's checks run when it is entered."""
+    with context:
+        pass
+
+
 def _job_reports_401_and_403(
     url: str, admin_password: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -227,7 +234,7 @@ def _job_reports_401_and_403(
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "reader-" + admin_password)
     check_tracking_store(url, 5)  # reading is allowed
     with pytest.raises(TrackingError) as forbidden:
-        start_run(TrackingConfig(experiment="owned-by-admin"), url, None)
+        _enter(start_run(TrackingConfig(experiment="owned-by-admin"), url, None))
     assert str(forbidden.value).startswith(
         f"MLflow tracking server {url} denied user 'reader' permission (HTTP 403) while "
         "starting a run in experiment 'owned-by-admin'. Ask an admin"
