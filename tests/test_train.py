@@ -103,10 +103,16 @@ def test_two_worker_job_meets_the_quality_bar(runs: dict[str, dict[str, Any]]) -
     assert len(summary["run_id"]) == 32
 
 
-def test_one_worker_accuracy_is_within_two_points_of_two(runs: dict[str, dict[str, Any]]) -> None:
+def test_one_worker_accuracy_is_within_two_points_of_two(
+    runs: dict[str, dict[str, Any]], client: MlflowClient
+) -> None:
     two = runs["job_2w"]["test_metrics"]["accuracy"]
     one = runs["first_1w"]["test_metrics"]["accuracy"]
-    assert abs(two - one) <= 0.02, (one, two)
+    # Two points, but never finer than one test row: with 48 test rows a single row is 2.08
+    # points, and CI saw exactly that (0.979 vs 1.0) from float order across machines.
+    n_test = int(client.get_run(runs["job_2w"]["run_id"]).data.tags["data.rows_test"])
+    assert 0 < n_test
+    assert abs(two - one) <= max(0.02, 1 / n_test + 1e-9), (one, two, n_test)
 
 
 def test_same_seed_version_and_workers_give_the_same_metrics(
