@@ -127,8 +127,18 @@ def test_three_runs_with_appends_and_a_forced_retry(
     assert (after_kill.version, after_kill.files) == (before.version, before.files)
 
     # The retry (a fresh process, as a scheduler would run it) scores only the new rows.
-    retry = run_job("batch_infer", "--config", "conf/penguins.yaml", *scenario["overrides"])
+    temp = scenario["tmp"] / "retry-temp"
+    temp.mkdir()
+    retry = run_job(
+        "batch_infer",
+        "--config",
+        "conf/penguins.yaml",
+        *scenario["overrides"],
+        env={"TMPDIR": str(temp)},
+    )
     assert retry.returncode == 0, retry.stderr[-3000:]
+    # the model was downloaded into the temp folder and removed when the job ended
+    assert [p.name for p in temp.iterdir() if p.name.startswith("sparktrain-model-")] == []
     second = summary_of(retry)
     rows_v1 = snapshot(base.table_path("penguins")).num_rows
     assert second["rows_scored"] + second["rows_failed"] == rows_v1 - rows_v0

@@ -13,6 +13,8 @@ One run:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -104,6 +106,12 @@ def app_id(ref: ModelRef) -> str:
     return f"sparktrain-infer/{ref.name}/{ref.version}"
 
 
+def _remove(directory: str, archive: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(archive)
+
+
 def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
     """Download the model once on the driver and ship it to executors."""
     local = tempfile.mkdtemp(prefix=f"sparktrain-model-{ref.name}-{ref.version}-")
@@ -127,6 +135,9 @@ def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
     # master: each executor unpacks it where SparkFiles.get(<archive name>) finds it.
     archive = shutil.make_archive(path.rstrip("/"), "zip", root_dir=path)
     spark.sparkContext.addArchive(archive)
+    # Executors fetch the archive while the job runs; the copies are the process's to remove,
+    # or every scheduled run would leave a model behind in the temp folder.
+    atexit.register(_remove, local, archive)
     return LoadedModel(ref, archive, task, features, output_schema(task), inputs)
 
 

@@ -9,9 +9,11 @@ not see files added to the Spark workers' path), and into the logged model
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import io
 import logging
+import shutil
 import sys
 import tempfile
 import zipfile
@@ -63,4 +65,6 @@ def unpack(archives: list[CodeArchive]) -> None:
         with zipfile.ZipFile(io.BytesIO(code.data)) as archive:
             archive.extractall(target)
         sys.path.insert(0, target)
+        # A rank is a process of its own: the copy goes with it.
+        atexit.register(shutil.rmtree, target, ignore_errors=True)
         _logger.info("user package %s unpacked to %s", code.name, target)
