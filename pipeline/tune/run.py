@@ -42,23 +42,26 @@ State = optuna.trial.TrialState
 _STATE_NAMES = {State.COMPLETE: "complete", State.PRUNED: "pruned", State.FAIL: "failed"}
 
 
-def check_slots(cfg: Config, spark: SparkSession) -> int:
-    """Free task slots for `tune.parallel` trials of `train.workers` ranks, or a ConfigError
-    with the arithmetic."""
-    slots = spark_slots(spark) or spark.sparkContext.defaultParallelism
+def check_slots(cfg: Config, slots: int, master: str) -> None:
+    """`tune.parallel` trials of `train.workers` ranks each must fit in the free task slots;
+    otherwise a ConfigError with the arithmetic, before any trial starts."""
     need = cfg.tune.parallel * cfg.train.workers
     if need > slots:
         raise ConfigError(
             f"tune.parallel={cfg.tune.parallel} x train.workers={cfg.train.workers} = {need} "
-            f"task slots, but Spark master '{spark.sparkContext.master}' has {slots}; lower "
-            f"tune.parallel to {max(1, slots // cfg.train.workers)} or add executors"
+            f"task slots, but Spark master '{master}' has {slots}; lower tune.parallel to "
+            f"{max(1, slots // cfg.train.workers)}, lower train.workers, or add executors"
         )
     if cfg.tune.parallel > 1 and cfg.train.launcher == "local":
         raise ConfigError(
             "tune.parallel > 1 runs trials side by side, each with its ranks on Spark, but "
             "train.launcher=local runs the rank inside the driver; set train.launcher=spark"
         )
-    return slots
+
+
+def free_slots(spark: SparkSession) -> int:
+    """Task slots of a local master, else the cluster's default parallelism (its cores)."""
+    return spark_slots(spark) or spark.sparkContext.defaultParallelism
 
 
 @dataclass(frozen=True)
@@ -167,12 +170,23 @@ class _Study:
             for key, item in {**attrs, "run_id": hooks.run_id}.items():
                 trial.set_user_attr(key, item)
             self.study.tell(trial, value, state=state)
-        self._mark_child(hooks.run_id, state, error)
+        self._mark_child(hooks, values, state, error)
 
-    def _mark_child(self, run_id: str | None, state: State, error: str) -> None:
-        if run_id is None:  # the trial failed before its run started
-            return
+    def _mark_child(
+        self, hooks: TrialHooks, values: dict[str, Any], state: State, error: str
+    ) -> None:
         client = MlflowClient()
+        run_id = hooks.run_id
+        if run_id is None:  # failed before training started (a combination the model refuses)
+            run = client.create_run(
+                experiment_id(self.cfg.tracking),
+                run_name=f"{self.study.study_name}-trial-{hooks.number}",
+                tags=hooks.run_tags(),
+            )
+            run_id = run.info.run_id
+            for key, value in values.items():
+                client.log_param(run_id, key, json.dumps(value))
+            client.set_terminated(run_id, "FAILED")
         client.set_tag(run_id, "tune.state", _STATE_NAMES[state])
         if error:
             client.set_tag(run_id, "tune.error", error[:5000])
@@ -228,7 +242,7 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
     started = time.monotonic()
     space = parse_space(cfg)
     task = task_named(cfg.data.task)
-    check_slots(cfg, spark)
+    check_slots(cfg, free_slots(spark), spark.sparkContext.master)
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
     mlflow.set_tracking_uri(uri)
