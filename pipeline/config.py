@@ -377,6 +377,13 @@ class BenchConfig:
     # B7: epochs per measured training run, and runs per side (its effect is small: more runs).
     tracking_epochs: int = bounded(1, ge=1)
     tracking_rounds: int = bounded(5, ge=1)
+    # B8: studies of tune_trials random-sampler trials (tune_epochs each) on the table of
+    # tune_conf (penguins), with pruning and without; quick_* for --quick.
+    tune_conf: str = "conf/penguins.yaml"
+    tune_trials: int = bounded(16, ge=2)
+    tune_epochs: int = bounded(12, ge=2)
+    quick_tune_trials: int = bounded(2, ge=2)
+    quick_tune_epochs: int = bounded(2, ge=2)
     # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
     workdir: str = "bench-out/work"
 

@@ -242,7 +242,7 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
     started = time.monotonic()
     space = parse_space(cfg)
     task = task_named(cfg.data.task)
-    check_slots(cfg, free_slots(spark), spark.sparkContext.master)
+    check_slots(cfg, free_slots(spark), str(spark.sparkContext.master))
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
     mlflow.set_tracking_uri(uri)

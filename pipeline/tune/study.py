@@ -62,13 +62,16 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
-def _sampler(cfg: Config) -> optuna.samplers.BaseSampler:
+def _sampler(cfg: Config, done: int = 0) -> optuna.samplers.BaseSampler:
+    """The sampler; a resumed study's is seeded past its `done` trials, or a fresh seeded
+    sampler would propose the configurations of the first trials again."""
+    seed = cfg.tune.seed + done
     if cfg.tune.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.tune.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # TPE models the good and bad trials only after a few random ones; with a small budget
     # it should start modelling early rather than spend most trials at random.
     startup = min(10, max(3, cfg.tune.trials // 3))
-    return optuna.samplers.TPESampler(seed=cfg.tune.seed, n_startup_trials=startup)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
 
 
 def _pruner(cfg: Config) -> optuna.pruners.BasePruner:
@@ -119,6 +122,7 @@ def open_study(cfg: Config, space: Space, task: Task) -> tuple[optuna.Study, boo
         storage.set_trial_user_attr(trial._trial_id, INTERRUPTED_ATTR, True)
         storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         _logger.info("trial %d was left running by a stopped job: closed as failed", trial.number)
+    study.sampler = _sampler(cfg, done=len(study.trials))
     return study, True
 
 
