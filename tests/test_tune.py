@@ -20,6 +20,7 @@ from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.tune.run import TuneResult, run_study
 from pipeline.tune.study import storage_url, study_name
+from tests.test_ui import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, serve_ui
 from tests.train_helpers import ingested_lake, train_config
 
 # Random sampler, seed 3: trials 0 and 2 are MLPs, trials 1 and 3 ask for a CNN, which cannot
@@ -90,16 +91,19 @@ def study(spark, penguins_lake: Path, work: Path) -> Study:  # type: ignore[no-u
 def test_summary_counts_trials_and_names_the_registered_winner(study: Study) -> None:
     r = study.result
     assert r.study == "penguins-mlp-tune" == study_name(study.cfg)
-    assert r.storage == storage_url(study.cfg) and r.storage.endswith("/optuna.db")
+    assert r.storage == storage_url(study.cfg)
+    assert r.storage.endswith("/optuna.db")
     assert (r.trials_failed, r.trials_complete + r.trials_pruned) == (2, 2)
-    assert r.trials_complete >= 1 and not r.resumed
+    assert r.trials_complete >= 1
+    assert not r.resumed
     assert r.metric == "best_val_accuracy (higher is better)"
     assert r.best_params["model.family"] == "mlp"
     assert 0.003 <= r.best_params["train.lr"] <= 0.1
     assert r.best_value > 0.8
     assert (r.model_version, r.alias_moved, r.retrained) == (1, True, False)
     assert set(r.test_metrics) == {"accuracy", "macro_f1", "log_loss"}
-    assert r.seconds > 0 and r.epochs_trained >= 4  # a complete trial ran 3 epochs
+    assert r.seconds > 0
+    assert r.epochs_trained >= 4
 
 
 def test_only_the_winner_is_registered_with_its_validation_score(study: Study) -> None:
@@ -109,7 +113,7 @@ def test_only_the_winner_is_registered_with_its_validation_score(study: Study) -
     champion = client.get_model_version_by_alias(study.cfg.model.name, "champion")
     assert str(champion.version) == "1"
     assert float(champion.tags["val_selection_score"]) == pytest.approx(r.best_value)
-    assert champion.tags["champion.metric"] == "best_val_accuracy"
+    assert champion.tags["champion.metric"] == "best_val_accuracy (higher is better)"
 
 
 def test_children_nest_under_the_parent_with_params_epochs_and_state(study: Study) -> None:
@@ -155,7 +159,10 @@ def test_parent_carries_best_params_value_and_study_plots(study: Study) -> None:
 
 
 def test_an_existing_study_is_not_reused_without_resume(
-    spark, study: Study, penguins_lake: Path, work: Path  # type: ignore[no-untyped-def]
+    spark,
+    study: Study,
+    penguins_lake: Path,
+    work: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     with pytest.raises(ConfigError, match=r"already exists .*set tune.resume=true"):
         run_study(tune_config(penguins_lake, work), spark)
@@ -165,12 +172,16 @@ def test_an_existing_study_is_not_reused_without_resume(
 
 
 def test_resume_runs_only_the_missing_trials(
-    spark, study: Study, penguins_lake: Path, work: Path  # type: ignore[no-untyped-def]
+    spark,
+    study: Study,
+    penguins_lake: Path,
+    work: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     before = [(t.number, t.state, t.params) for t in study.optuna().trials]
     cfg = tune_config(penguins_lake, work, "tune.trials=5", "tune.resume=true")
     result = run_study(cfg, spark)
-    assert result.resumed and result.parent_run_id == study.result.parent_run_id
+    assert result.resumed
+    assert result.parent_run_id == study.result.parent_run_id
     after = study.optuna().trials
     assert [(t.number, t.state, t.params) for t in after[:4]] == before
     assert len(after) == 5
@@ -184,7 +195,9 @@ PRUNE_SPACE = {"train.lr": {"choice": [0.05, 1e-5]}}
 
 
 def test_a_pruned_trial_stops_every_rank_at_one_epoch_boundary(
-    spark, penguins_lake: Path, tmp_path: Path  # type: ignore[no-untyped-def]
+    spark,
+    penguins_lake: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     cfg = train_config(
         "penguins",
@@ -213,7 +226,77 @@ def test_a_pruned_trial_stops_every_rank_at_one_epoch_boundary(
     assert (result.trials_complete, result.trials_pruned, result.epochs_trained) == (1, 1, 4)
     client = _client(cfg)
     pruned = client.get_run(trials[1].user_attrs["run_id"])
-    assert pruned.info.status == "FINISHED" and pruned.data.tags["tune.state"] == "pruned"
+    assert pruned.info.status == "FINISHED"
+    assert pruned.data.tags["tune.state"] == "pruned"
     assert "restart.1" not in pruned.data.tags  # both ranks left cleanly: no rank was lost
     history = client.get_metric_history(pruned.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [0]
+
+
+def test_parallel_trials_run_side_by_side_on_spark(
+    spark,
+    penguins_lake: Path,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """tune.parallel=2 on local[2]: two 1-worker trials at once, each rank a Spark task."""
+    cfg = train_config(
+        "penguins",
+        penguins_lake,
+        tmp_path,
+        "train.workers=1",
+        "train.epochs=2",
+        f"tune.space={json.dumps({'train.lr': {'loguniform': [0.01, 0.1]}})}",
+        "tune.trials=2",
+        "tune.parallel=2",
+        "tune.pruner=none",
+    )
+    result = run_study(cfg, spark)
+    assert (result.trials_complete, result.epochs_trained) == (2, 4)
+    client = _client(cfg)
+    runs = [client.get_run(t.user_attrs["run_id"]) for t in
+            optuna.load_study(study_name=result.study, storage=result.storage).trials]  # fmt: skip
+    first, second = sorted(runs, key=lambda r: r.info.start_time)
+    assert second.info.start_time < first.info.end_time  # they overlapped
+    assert {r.data.params["train.launcher"] for r in runs} == {"spark"}
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=f"{CHROMIUM} not found: install Debian's browser with `apt-get install chromium`",
+)
+def test_experiment_page_in_chromium_nests_the_trials_under_the_parent(
+    study: Study, tmp_path: Path
+) -> None:
+    """The study's parent run is one row of the experiment page; expanding it shows a row per
+    trial (the UI nests runs by their mlflow.parentRunId tag)."""
+    from playwright.sync_api import sync_playwright
+
+    parent = study.client.get_run(study.result.parent_run_id)
+    trials = [c.info.run_name for c in study.children()]
+    SCREENSHOTS.mkdir(exist_ok=True)
+    shot = SCREENSHOTS / "mlflow-ui-tuning.png"
+    shot.unlink(missing_ok=True)
+    with serve_ui(str(study.cfg.tracking.uri), tmp_path) as ui, sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1920, "height": 900})
+            page.goto(f"{ui.url}/#/experiments/{parent.info.experiment_id}/runs")
+            name = study.result.study
+            page.get_by_text(name, exact=True).first.wait_for(timeout=120_000)
+            before = [page.get_by_text(t, exact=True).count() for t in trials]
+            # the parent's run-name cell holds the expander of its children
+            row = page.get_by_role("row").filter(has_text=name).first
+            row.locator("button").first.click()
+            for trial in trials:
+                page.get_by_text(trial, exact=True).first.wait_for(timeout=30_000)
+            shown = page.get_by_role("row").filter(has_text=f"{name}-trial-").count()
+        finally:
+            pages = browser.contexts[0].pages if browser.contexts else []
+            if pages:
+                pages[0].screenshot(path=str(shot))
+            browser.close()
+    assert before == [0] * len(trials)  # nested: hidden until the parent is expanded
+    assert shown >= len(trials)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,7 +22,8 @@ GRID = list(itertools.product([1e-4, 1e-3, 1e-2, 1e-1], [32, 128]))
 
 
 def test_tpe_study_finds_the_grids_best_within_two_points(
-    spark, tmp_path_factory: pytest.TempPathFactory  # type: ignore[no-untyped-def]
+    spark,
+    tmp_path_factory: pytest.TempPathFactory,  # type: ignore[no-untyped-def]
 ) -> None:
     lake = ingested_lake("digits", spark, tmp_path_factory)
     work: Path = tmp_path_factory.mktemp("tune-digits")

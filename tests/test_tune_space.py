@@ -95,6 +95,13 @@ def test_bad_spaces_are_refused_with_the_fix(space: dict[str, Any], message: str
 def test_a_choice_of_ints_and_floats_is_one_type_for_a_float_key() -> None:
     space = parse_space(tune_config({"train.lr": {"choice": [1, 0.5]}}))
     assert space.params[0].choices == (1, 0.5)
+    # YAML 1.1 reads 1e-5 as a string; for a float key it is the number
+    space = parse_space(
+        load_config(
+            REPO / "conf" / "penguins.yaml", ["tune.space={train.lr: {choice: [0.05, 1e-5]}}"]
+        )
+    )
+    assert space.params[0].choices == (0.05, 1e-5)
 
 
 def test_tune_section_refuses_unknown_keys_and_bad_values() -> None:

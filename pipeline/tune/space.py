@@ -107,9 +107,21 @@ def _bounds(key: str, kind: Kind, spec: Any) -> tuple[float, float]:
     return lo, hi
 
 
+def _float_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _choices(key: str, tp: Any, spec: Any) -> tuple[Any, ...]:
     if not isinstance(spec, list) or not spec:
         raise ConfigError(f"tune.space.{key}: choice takes a non-empty list, got {spec!r}")
+    if _numeric(tp) is float:
+        # YAML 1.1 reads 1e-5 (no dot) as a string; the config takes it as the number it is
+        spec = [_float_text(c) for c in spec]
     if tp is not Any:
         kinds = {type(c) for c in spec}
         if _numeric(tp) is float:
