@@ -74,7 +74,7 @@ def _per_hour(result: TuneResult) -> float:
 
 def bench_tune(spark: SparkSession, cfg: Config, ws: Workspace, quick: bool) -> Figure:
     tune = _config(cfg, ws, quick)
-    run_ingest(tune, spark)
+    table_rows = run_ingest(tune, spark).rows_ok
     pruned = _study(tune, spark, "b8-pruned", {"tune.pruner": "median"})
     full = _study(tune, spark, "b8-full", {"tune.pruner": "none"})
     parallel = _study(tune, spark, "b8-parallel", {"tune.pruner": "none", "tune.parallel": 2})
@@ -103,7 +103,7 @@ def bench_tune(spark: SparkSession, cfg: Config, ws: Workspace, quick: bool) -> 
                 peer_name="tune.parallel=2 vs tune.parallel=1, 1 worker per trial",
             ),
         },
-        rows=0,
+        rows=int(table_rows),
         workers=1,
         batch_size=tune.train.batch_size,
         measured=(

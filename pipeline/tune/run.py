@@ -260,9 +260,12 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
                 "study %s: %d trial(s) to run, %d at a time", study.study_name, running.budget,
                 cfg.tune.parallel,
             )  # fmt: skip
-            with ThreadPoolExecutor(cfg.tune.parallel, thread_name_prefix="trial") as pool:
-                for future in [pool.submit(running.work) for _ in range(cfg.tune.parallel)]:
-                    future.result()
+            if cfg.tune.parallel == 1:
+                running.work()  # in the main thread, as a training job runs
+            else:
+                with ThreadPoolExecutor(cfg.tune.parallel, thread_name_prefix="trial") as pool:
+                    for future in [pool.submit(running.work) for _ in range(cfg.tune.parallel)]:
+                        future.result()
         complete = study.get_trials(deepcopy=False, states=(State.COMPLETE,))
         if not complete:
             errors = [t.user_attrs.get("error", "pruned") for t in study.trials]
