@@ -70,7 +70,7 @@ cluster-up: setup
 cluster-down:
 	@bash docker/cluster.sh down
 
-# --- benchmarks (issue 7): B1..B7, each side by side with its peer ---------------------
+# --- benchmarks (issue 7): B1..B8, each side by side with its peer ---------------------
 # BENCH_ROWS raw synthetic rows (default 1,000,000); BENCH_OUT the JSON written.
 BENCH_ROWS ?= 1000000
 BENCH_OUT ?= bench-out/bench.json

@@ -1,4 +1,4 @@
-"""One bench run: synthetic raw data -> B1..B7 side by side -> a report (table + JSON).
+"""One bench run: synthetic raw data -> B1..B8 side by side -> a report (table + JSON).
 
 Order matters only for what each benchmark needs: B1 ingests the table that
 B2-B7 read, and B5 trains the model it scores. Every benchmark of the run uses
