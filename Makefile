@@ -10,7 +10,7 @@ STAMP := $(VENV)/.sparktrain-setup
 
 PYTEST_ARGS ?=
 
-.PHONY: setup jars test test-fast lint demo ui cluster-up cluster-down bench clean
+.PHONY: setup jars test test-fast lint demo tune-demo ui cluster-up cluster-down bench clean
 
 setup: $(STAMP) jars
 
@@ -44,6 +44,17 @@ lint: setup
 demo: setup
 	$(PY) jobs/demo.py
 
+# A small Optuna study on penguins (README "Tuning"): each trial a 1-worker training run.
+# A new study name each time, so a re-run does not need tune.resume=true.
+TUNE_STUDY ?= penguins-demo-$(shell date +%Y%m%d-%H%M%S)
+tune-demo: setup
+	$(PY) jobs/ingest.py --config conf/penguins.yaml
+	$(PY) jobs/tune.py --config conf/penguins.yaml tune.study=$(TUNE_STUDY) tune.trials=6 train.workers=1 train.epochs=15
+	@echo "Where to look: make ui, open http://127.0.0.1:5000, experiment 'penguins' -> Training runs:"
+	@echo "  the parent run '$(TUNE_STUDY)' (expand it: one child run per trial, tag tune.state);"
+	@echo "  its Artifacts -> plots/ hold the optimisation history, importances and pruned trials;"
+	@echo "  Models -> penguins-mlp holds the winner, alias champion if it beat the previous one."
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache lake mlruns
 
@@ -59,7 +70,7 @@ cluster-up: setup
 cluster-down:
 	@bash docker/cluster.sh down
 
-# --- benchmarks (issue 7): B1..B7, each side by side with its peer ---------------------
+# --- benchmarks (issue 7): B1..B8, each side by side with its peer ---------------------
 # BENCH_ROWS raw synthetic rows (default 1,000,000); BENCH_OUT the JSON written.
 BENCH_ROWS ?= 1000000
 BENCH_OUT ?= bench-out/bench.json

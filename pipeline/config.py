@@ -377,6 +377,13 @@ class BenchConfig:
     # B7: epochs per measured training run, and runs per side (its effect is small: more runs).
     tracking_epochs: int = bounded(1, ge=1)
     tracking_rounds: int = bounded(5, ge=1)
+    # B8: studies of tune_trials random-sampler trials (tune_epochs each) on the table of
+    # tune_conf (penguins), with pruning and without; quick_* for --quick.
+    tune_conf: str = "conf/penguins.yaml"
+    tune_trials: int = bounded(16, ge=2)
+    tune_epochs: int = bounded(12, ge=2)
+    quick_tune_trials: int = bounded(2, ge=2)
+    quick_tune_epochs: int = bounded(2, ge=2)
     # Scratch space (raw data, lake, MLflow store); wiped at the start of a run.
     workdir: str = "bench-out/work"
 
@@ -410,6 +417,31 @@ class BenchConfig:
 
 
 @dataclass(kw_only=True)
+class TuneConfig:
+    """jobs/tune.py: an Optuna study whose trials are training runs (see pipeline/tune/)."""
+
+    # dotted config key -> one distribution: {loguniform: [lo, hi]}, {uniform: [lo, hi]},
+    # {int: [lo, hi]} or {choice: [a, b, ...]}; checked by pipeline.tune.space.
+    space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trials: int = bounded(20, ge=1)
+    # Stop starting new trials after this many seconds (None: no time limit).
+    timeout_s: float | None = bounded(None, gt=0)
+    # Trials at once; each takes train.workers task slots.
+    parallel: int = bounded(1, ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "successive_halving", "none"] = "median"
+    seed: int = bounded(0, ge=0)
+    # The pruner leaves the first trials and epochs alone: too little to compare against.
+    prune_startup_trials: int = bounded(2, ge=0)
+    prune_warmup_epochs: int = bounded(1, ge=0)
+    # Study name (default: "<model.name>-tune") and the study's own database (default: a
+    # SQLite file beside MLflow's SQLite store). Never MLflow's database: both keep schema tables.
+    study: str | None = None
+    storage: str | None = None
+    resume: bool = False
+
+
+@dataclass(kw_only=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     lake: LakeConfig = field(default_factory=LakeConfig)
@@ -419,6 +451,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
 
     def table_path(self, table: str) -> str:
         """Absolute path (or URI) of a table under `lake.root`."""
@@ -627,3 +660,31 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def with_values(cfg: T, values: dict[str, Any]) -> T:
+    """A copy of `cfg` with dotted keys set to `values`, checked like YAML and overrides."""
+    tree = to_dict(cfg)
+    for key, value in values.items():
+        _set_dotted(tree, key.split("."), value)
+    return _build(type(cfg), tree, "")
+
+
+def key_type(cls: type, key: str) -> Any:
+    """The type hint of dotted `key` under the dataclass `cls`; keys under a free-form
+    mapping (model.kwargs.width) are Any. Unknown keys name the closest valid one."""
+    node: Any = cls
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if get_origin(node) is dict:
+            return Any
+        if not (dataclasses.is_dataclass(node) and isinstance(node, type)):
+            break
+        hints = get_type_hints(node)
+        if part not in hints:
+            valid = list(flatten(cls()))
+            raise ConfigError(f"unknown config key '{key}'{_closest(key, valid)}")
+        node = hints[part]
+        if i == len(parts) - 1:
+            return node
+    raise ConfigError(f"'{key}' is not a config value: '{'.'.join(parts[:-1])}' is not a section")

@@ -65,3 +65,11 @@ class ConcurrentWriteError(LakeError):
             f"{winner} after this job read the table {read} ({detail}). Nothing of this write "
             "was committed; re-run the job (it re-reads the table), or raise lake.commit_retries"
         )
+
+
+class TrialPrunedError(SparktrainError):
+    """A tuning study's pruner stopped this trial at an epoch boundary: an outcome, not a fault.
+
+    Every rank raises it at the same boundary (rank 0's decision is broadcast), so the driver
+    sees it as one more error returned as data and ends the trial as pruned.
+    """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -35,6 +36,29 @@ def spark_slots(spark: SparkSession) -> int | None:
 def runs_in_process(launcher: Launcher, num_proc: int) -> bool:
     """Whether `run_distributed` runs the one rank inside the calling process."""
     return launcher == "local" or (launcher == "auto" and num_proc == 1)
+
+
+def _allow_launch_off_main_thread() -> None:
+    """Let `horovod.spark.run` be called from a thread other than the main one (a tuning
+    study runs trials side by side from driver threads). Horovod's Gloo launcher installs
+    SIGINT/SIGTERM handlers that set a shutdown event, and Python allows that only on the
+    main thread; elsewhere the event is made without them (the main thread's own handlers
+    still end the process)."""
+    if threading.current_thread() is threading.main_thread():
+        return
+    from horovod.runner import gloo_run
+
+    if getattr(gloo_run.register_shutdown_event, "_off_main_thread", False):
+        return
+    original = gloo_run.register_shutdown_event
+
+    def register_shutdown_event() -> threading.Event:
+        if threading.current_thread() is threading.main_thread():
+            return original()
+        return threading.Event()
+
+    register_shutdown_event._off_main_thread = True  # type: ignore[attr-defined]
+    gloo_run.register_shutdown_event = register_shutdown_event
 
 
 def run_distributed(
@@ -69,6 +93,7 @@ def run_distributed(
         )
     import horovod.spark
 
+    _allow_launch_off_main_thread()
     run_env = dict(os.environ)
     run_env.update(env or {})
     _logger.info(

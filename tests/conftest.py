@@ -133,6 +133,7 @@ SLOW_MODULES = frozenset(
         "test_train_faults",
         "test_train_resume",
         "test_train_tasks",
+        "test_tune",
         "test_ui",
         "test_user_model",
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,17 +84,15 @@ def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
     )
 
 
-@pytest.fixture(scope="module")
-def make_ui(
-    trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[RunningUi]:
-    """`make ui` itself (setup is taken as done: `-o setup`), in its own process group."""
-    root = tmp_path_factory.mktemp("make-ui")
+@contextmanager
+def serve_ui(store_uri: str, root: Path) -> Iterator[RunningUi]:
+    """`make ui` itself (setup is taken as done: `-o setup`) over `store_uri`, in its own
+    process group; also used by other modules' browser tests (test_tune)."""
     port = free_port()
     env = {
         **os.environ,
         "UI_PORT": str(port),
-        "UI_BACKEND_STORE_URI": trained_store.store_uri,
+        "UI_BACKEND_STORE_URI": store_uri,
         "UI_ARTIFACTS_DESTINATION": str(root / "served-artifacts"),
     }
     env.pop("UI_HOST", None)  # the default host is part of what `make ui` promises
@@ -106,6 +105,14 @@ def make_ui(
         yield RunningUi(url=url, process=process)
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def make_ui(
+    trained_store: TrainedStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningUi]:
+    with serve_ui(trained_store.store_uri, tmp_path_factory.mktemp("make-ui")) as ui:
+        yield ui
 
 
 def test_make_ui_prints_its_url_and_serves_the_jobs_experiments(

@@ -1,4 +1,4 @@
-"""One bench run: synthetic raw data -> B1..B7 side by side -> a report (table + JSON).
+"""One bench run: synthetic raw data -> B1..B8 side by side -> a report (table + JSON).
 
 Order matters only for what each benchmark needs: B1 ingests the table that
 B2-B7 read, and B5 trains the model it scores. Every benchmark of the run uses
@@ -24,6 +24,7 @@ from pipeline.bench.memory import bench_memory
 from pipeline.bench.read import bench_read
 from pipeline.bench.table import load_table
 from pipeline.bench.tracking import bench_tracking
+from pipeline.bench.tune import bench_tune
 from pipeline.bench.workspace import Workspace, bench_config
 from pipeline.config import Config
 from pipeline.doctor import machine, package_versions
@@ -33,7 +34,7 @@ from pipeline.ingest.synthetic import generate_raw, write_raw
 
 _logger = logging.getLogger(__name__)
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
 
 
 def _load() -> list[float]:
@@ -72,6 +73,7 @@ def run_bench(
         ("B5", lambda: [bench_infer(spark, cfg, ws, table)]),
         ("B6", lambda: [bench_memory(cfg, ws, table, memory_rows)]),
         ("B7", lambda: [bench_tracking(cfg, ws, table)]),
+        ("B8", lambda: [bench_tune(spark, cfg, ws, quick)]),
     ]
     for key, stage in stages:
         # B3 and B4 come from the same launches

@@ -50,6 +50,7 @@ from pipeline.train.tracking import (
     log_scorer,
     start_run,
 )
+from pipeline.train.trial import TrialHooks
 from pipeline.train.user_code import pack, user_code_paths
 
 _logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def model_config(cfg: Config, pre: Preprocessor) -> dict[str, Any]:
 def run_params(cfg: Config) -> dict[str, Any]:
     """The config a training run logs as parameters: what shapes the model, not the
     benchmark or inference settings that share the file."""
-    return {k: v for k, v in flatten(cfg).items() if not k.startswith(("bench.", "infer."))}
+    return {
+        k: v for k, v in flatten(cfg).items() if not k.startswith(("bench.", "infer.", "tune."))
+    }
 
 
 def _pin_version(cfg: Config, table_path: str, resumed: RunRecord | None) -> Snapshot:
@@ -158,9 +161,12 @@ class _Scored:
     info: ModelInfo
 
 
-def _evaluate_and_log(cfg: Config, p: _Prepared, trained: RankResult) -> _Scored:
+def _evaluate_and_log(
+    cfg: Config, p: _Prepared, trained: RankResult, score_test: bool = True
+) -> _Scored:
     """Score the best weights on the validation and, once, the test split with the served
-    code path, then log the metrics, plots and the pyfunc."""
+    code path, then log the metrics, plots and the pyfunc. A tuning trial leaves the test
+    split alone (`score_test=False`): only the study's winner is scored on it."""
     state = torch.load(io.BytesIO(trained.state), map_location="cpu", weights_only=True)
     scorer = Scorer.from_state(p.pre, cfg.model.family, p.sizes, state)
     task = p.pre.task
@@ -169,8 +175,8 @@ def _evaluate_and_log(cfg: Config, p: _Prepared, trained: RankResult) -> _Scored
     if scorer.threshold is not None:
         mlflow.log_metric("threshold", scorer.threshold)
     val = evaluate(scorer, val_rows, "val")
-    test_rows = _rows(p.df, p.pre, "test")
-    test = evaluate(scorer, test_rows, "test")
+    test_rows = _rows(p.df, p.pre, "test") if score_test else val_rows
+    test = evaluate(scorer, test_rows, "test") if score_test else Evaluation({})
     mlflow.log_metrics(
         {
             **{f"best_val_{k}": v for k, v in val.metrics.items()},
@@ -223,8 +229,11 @@ class TrainingResult:
 
 
 @bounded_tracking_calls
-def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
-    """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary."""
+def run_training(
+    cfg: Config, spark: SparkSession, trial: TrialHooks | None = None
+) -> TrainingResult:
+    """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary.
+    `trial`: this run is a trial of a tuning study (see `pipeline.train.trial`)."""
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
     resumed = (
@@ -232,8 +241,11 @@ def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
     )
     p = _prepare(cfg, spark, resumed)
 
-    with start_run(cfg.tracking, uri, resumed.run_id if resumed else None) as run:
+    tags = trial.run_tags() if trial else None
+    with start_run(cfg.tracking, uri, resumed.run_id if resumed else None, tags) as run:
         run_id = run.info.run_id
+        if trial is not None:
+            trial.run_id = run_id
         ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name, run_id)
         if resumed is None:  # MLflow params are write-once; a resumed run already has them
             RunRecord(run_id=run_id, table_version=p.snap.version).write(Path(ckpt).parent)
@@ -264,10 +276,11 @@ def run_training(cfg: Config, spark: SparkSession) -> TrainingResult:
             tracking_uri=uri,
             outage_timeout_s=cfg.tracking.outage_timeout_s,
             log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            pruning=trial.pruning if trial else None,
         )
         launched = launch_ranks(spark, spec, cfg.train)
         trained = launched.result
-        scored = _evaluate_and_log(cfg, p, trained)
+        scored = _evaluate_and_log(cfg, p, trained, score_test=trial is None)
         version, moved = None, False
         if cfg.tracking.register:
             decision = register_and_promote(

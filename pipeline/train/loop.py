@@ -28,11 +28,12 @@ from torch import nn
 from pipeline.config import TrainConfig
 from pipeline.contract.preprocess import Preprocessor
 from pipeline.contract.specs import build_network, import_object
-from pipeline.errors import SparktrainError, TrackingError, TrainingError
+from pipeline.errors import SparktrainError, TrackingError, TrainingError, TrialPrunedError
 from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
 from pipeline.train.heartbeat import Heartbeat, heartbeat_path
 from pipeline.train.metric_buffer import MetricBuffer
+from pipeline.train.trial import PruneLink
 from pipeline.train.user_code import CodeArchive, unpack
 from pipeline.train.watchdog import start_watchdog
 
@@ -62,6 +63,8 @@ class RankSpec:
     watchdog: bool = False
     # Rank 0 stops the job when the tracking server has not answered for this long.
     outage_timeout_s: float = 300.0
+    # A tuning trial: rank 0 reports each epoch's validation value here (jobs/tune.py).
+    pruning: PruneLink | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class _EpochEnd:
 
     stop_early: bool
     tracking_outage: str | None  # why the job must stop, when the server is gone too long
+    prune: bool = False  # the tuning study's pruner stopped this trial
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ def train_rank(spec: RankSpec) -> RankResult:
         unpack(spec.user_code)
         return _Trainer(spec, beats).run()
     except SparktrainError as exc:
-        _logger.error("rank %d stopped: %s", hvd.rank(), exc)
+        level = logging.INFO if isinstance(exc, TrialPrunedError) else logging.ERROR
+        _logger.log(level, "rank %d stopped: %s", hvd.rank(), exc)
         return RankResult(rank=hvd.rank(), error=str(exc), error_type=type(exc).__name__)
     finally:
         beats.beat(0, 0, "finished")
@@ -382,8 +387,18 @@ class _Trainer:
         named = dict(zip(self.task.epoch_sums, sums, strict=True))
         return {"val_loss": loss_sum / rows, **self.task.epoch_metrics(self.pre.label, named, rows)}
 
+    def _pruner_says_stop(self, epoch: int, record: dict[str, float]) -> bool:
+        """Rank 0 only: report the epoch's validation selection metric to the study."""
+        link = self.spec.pruning
+        value = record.get(f"val_{self.task.selection_metric}")
+        # a task without a per-epoch value of its metric (anomaly: ROC AUC) is never pruned
+        if link is None or value is None:
+            return False
+        return link.report(epoch, value)
+
     def run(self) -> RankResult:
         p, cfg = self.progress, self.cfg
+        pruned_at: int | None = None
         for epoch in range(p.epochs_done, cfg.epochs):
             if p.stopped_early:
                 break
@@ -419,11 +434,13 @@ class _Trainer:
             if self.tracker is not None:  # queued before the checkpoint, which keeps it
                 self.tracker.add(record)
             patience = cfg.early_stopping_patience
+            prune = self.rank == 0 and self._pruner_says_stop(epoch, record)
             # Every rank computed the same allreduced val_loss; rank 0's word makes it certain.
             decision: _EpochEnd = self.hvd.broadcast_object(
                 _EpochEnd(
                     stop_early=patience > 0 and p.bad_epochs >= patience,
                     tracking_outage=self.tracker.outage() if self.tracker else None,
+                    prune=prune,
                 ),
                 root_rank=0,
                 name="epoch.end",
@@ -436,10 +453,15 @@ class _Trainer:
                 self._report(record)
             if decision.tracking_outage is not None:
                 raise TrackingError(decision.tracking_outage)
+            if decision.prune:  # every rank leaves at this same epoch boundary
+                pruned_at = epoch + 1
+                break
         if self.tracker is not None:
             outage = self.tracker.close()  # after the last collective: nobody waits on this
             if outage is not None:
                 raise TrackingError(outage)
+        if pruned_at is not None:  # after close(): the pruned trial's epochs reach MLflow
+            raise TrialPrunedError(f"pruned by the study after epoch {pruned_at}")
         if self.rank != 0:
             return RankResult(rank=self.rank)
         buffer = io.BytesIO()

@@ -162,7 +162,7 @@ def check_tracking_store(uri: str, timeout_s: float) -> None:
 
 @contextmanager
 def start_run(
-    cfg: TrackingConfig, uri: str, resume_run_id: str | None
+    cfg: TrackingConfig, uri: str, resume_run_id: str | None, tags: dict[str, str] | None = None
 ) -> Iterator[mlflow.ActiveRun]:
     """The job's one run (a new one, or the checkpoint's run when resuming), with a driver
     heartbeat while it lives. Orphans of the experiment are swept first. The run ends FAILED
@@ -172,7 +172,7 @@ def start_run(
     mlflow.set_registry_uri(uri)
     client = MlflowClient(tracking_uri=uri)
     sweep_orphans(client, cfg.experiment, cfg.orphan_after_s, keep=resume_run_id or "")
-    active = _start_run(cfg, uri, resume_run_id)
+    active = _start_run(cfg, uri, resume_run_id, tags)
     beat = DriverHeartbeat(client, active.info.run_id, heartbeat_interval_s(cfg.orphan_after_s))
     try:
         yield active
@@ -193,7 +193,23 @@ def start_run(
     mlflow.end_run("FINISHED")
 
 
-def _start_run(cfg: TrackingConfig, uri: str, resume_run_id: str | None) -> mlflow.ActiveRun:
+def experiment_id(cfg: TrackingConfig) -> str:
+    """The id of `tracking.experiment`, created (as a model-training experiment) if missing."""
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment:
+        return str(experiment.experiment_id)
+    return mlflow.create_experiment(
+        cfg.experiment,
+        artifact_location=cfg.artifact_location,
+        # MLflow 3's UI opens an experiment on its GenAI overview unless it is marked
+        # as model training; this lands `make ui` users on the runs table.
+        tags={"mlflow.experimentKind": "custom_model_development"},
+    )
+
+
+def _start_run(
+    cfg: TrackingConfig, uri: str, resume_run_id: str | None, tags: dict[str, str] | None
+) -> mlflow.ActiveRun:
     if resume_run_id:
         try:
             return mlflow.start_run(run_id=resume_run_id)
@@ -203,19 +219,7 @@ def _start_run(cfg: TrackingConfig, uri: str, resume_run_id: str | None) -> mlfl
                 "deleted, or is tracking.uri another store? Train without train.resume"
             ) from exc
     try:
-        experiment = mlflow.get_experiment_by_name(cfg.experiment)
-        experiment_id = (
-            experiment.experiment_id
-            if experiment
-            else mlflow.create_experiment(
-                cfg.experiment,
-                artifact_location=cfg.artifact_location,
-                # MLflow 3's UI opens an experiment on its GenAI overview unless it is marked
-                # as model training; this lands `make ui` users on the runs table.
-                tags={"mlflow.experimentKind": "custom_model_development"},
-            )
-        )
-        return mlflow.start_run(experiment_id=experiment_id, run_name=cfg.run_name)
+        return mlflow.start_run(experiment_id=experiment_id(cfg), run_name=cfg.run_name, tags=tags)
     except Exception as exc:
         denied = access_error(exc, uri, f"starting a run in experiment '{cfg.experiment}'")
         if denied is not None:

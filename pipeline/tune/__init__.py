@@ -1,0 +1,1 @@
+"""Hyperparameter tuning: Optuna studies whose trials are Horovod training runs (jobs/tune.py)."""
