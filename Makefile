@@ -10,7 +10,7 @@ STAMP := $(VENV)/.sparktrain-setup
 
 PYTEST_ARGS ?=
 
-.PHONY: setup jars test test-fast lint demo ui cluster-up cluster-down bench clean
+.PHONY: setup jars test test-fast lint demo demo-sequences ui cluster-up cluster-down bench clean
 
 setup: $(STAMP) jars
 
@@ -43,6 +43,10 @@ lint: setup
 
 demo: setup
 	$(PY) jobs/demo.py
+
+# A UCR data set (GunPoint, shipped by sktime) -> a 1D-CNN on 2 workers -> registry -> test split scored.
+demo-sequences: setup
+	$(PY) jobs/demo_sequences.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache lake mlruns

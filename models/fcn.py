@@ -45,7 +45,9 @@ class _Block(nn.Module):
         self.pad = ((kernel - 1) // 2, kernel // 2)
         self.conv = nn.Conv1d(cin, cout, kernel)
         self.norm = nn.BatchNorm1d(cout)
-        self.shortcut = (nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()) if residual else None
+        self.shortcut = (
+            (nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()) if residual else None
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         out = self.norm(self.conv(F.pad(h, self.pad)))

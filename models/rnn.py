@@ -54,7 +54,9 @@ class RNN(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Packing stops each series at its own length, so padding never enters the state.
-        packed = pack_padded_sequence(x, lengths_of(mask).cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            x, lengths_of(mask).cpu(), batch_first=True, enforce_sorted=False
+        )
         _, state = self.rnn(packed)
         h = state[0] if isinstance(state, tuple) else state  # LSTM: (h, c)
         directions = 2 if self.config.bidirectional else 1

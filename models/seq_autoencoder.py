@@ -24,7 +24,10 @@ class SeqAutoencoderConfig:
     latent: int = 4
 
     def __post_init__(self) -> None:
-        if min(self.seq_len, self.in_features, self.out_features, self.latent) < 1 or not self.channels:
+        if (
+            min(self.seq_len, self.in_features, self.out_features, self.latent) < 1
+            or not self.channels
+        ):
             raise ValueError(
                 f"sequence autoencoder sizes must be >= 1 and channels non-empty: seq_len="
                 f"{self.seq_len}, in_features={self.in_features}, latent={self.latent}, "

@@ -42,7 +42,9 @@ class TransformerConfig:
 def positional_encoding(length: int, d_model: int) -> torch.Tensor:
     """The (length, d_model) sinusoids of Vaswani et al. 2017."""
     position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    rate = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+    )
     table = torch.zeros(length, d_model)
     table[:, 0::2] = torch.sin(position * rate)
     table[:, 1::2] = torch.cos(position * rate[: d_model // 2])
@@ -54,7 +56,9 @@ class SequenceTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Linear(config.in_features, config.d_model)
-        self.register_buffer("positions", positional_encoding(config.seq_len, config.d_model), persistent=False)
+        self.register_buffer(
+            "positions", positional_encoding(config.seq_len, config.d_model), persistent=False
+        )
         layer = nn.TransformerEncoderLayer(
             config.d_model,
             config.heads,
@@ -67,6 +71,7 @@ class SequenceTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.out_features)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.embed(x) + self.positions[: x.shape[1]]
+        positions: torch.Tensor = self.positions  # type: ignore[assignment]
+        h = self.embed(x) + positions[: x.shape[1]]
         h = self.encoder(h, src_key_padding_mask=mask)
         return self.head(masked_mean(h, mask))

@@ -123,6 +123,8 @@ class SequenceInput(nn.Module):
         x = flat[:, :width].reshape(len(flat), self.seq_len, self.channels)
         length = flat[:, width].round().long().clamp(1, self.seq_len)
         mask = torch.arange(self.seq_len, device=flat.device)[None, :] >= length[:, None]
+        # Ingest pads with zeros; rows scored from elsewhere get the same guarantee.
+        x = x.masked_fill(mask.unsqueeze(-1), 0.0)
         try:
             out = self.net(x, mask)
         except Exception as exc:

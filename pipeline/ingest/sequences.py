@@ -144,8 +144,9 @@ def _row(number: int, line: str, header: TsHeader, allow_missing: bool) -> TsRow
     expected = header.dimensions or len(parts)
     if len(parts) != expected:
         return reject(
-            "channels", f"series {number} has {len(parts)} dimension(s), the file declares "
-            f"@dimensions {expected}"
+            "channels",
+            f"series {number} has {len(parts)} dimension(s), the file declares "
+            f"@dimensions {expected}",
         )
     columns: list[list[float]] = []
     for dim, part in enumerate(parts):
@@ -250,7 +251,9 @@ def padded_length(parsed: DataFrame, data: DataConfig) -> int:
     return int(longest[0]) if longest is not None and longest[0] else 1
 
 
-def canonical(parsed: DataFrame, data: DataConfig, max_length: int) -> tuple[DataFrame, list[Check]]:
+def canonical(
+    parsed: DataFrame, data: DataConfig, max_length: int
+) -> tuple[DataFrame, list[Check]]:
     """The canonical layout (padded or cut to `max_length` steps) and the checks on it."""
     seq = data.sequence
     total = F.lit(max_length) * col("channels")
