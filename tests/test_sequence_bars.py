@@ -67,7 +67,6 @@ def test_fcn_on_gunpoint_meets_the_bar_and_batch_inference_scores_the_test_split
     ("family", "overrides"),
     [
         ("lstm", ("model.hidden=[64]", "model.bidirectional=true", "train.lr=0.003")),
-        ("gru", ("model.hidden=[64]", "model.bidirectional=true", "train.lr=0.003")),
         ("transformer", ("model.hidden=[64]", "model.layers=2", "model.dropout=0.1")),
     ],
 )

@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError, DataError
 from pipeline.ingest import run_ingest
 from pipeline.ingest.sequences import parse_ts, source_split
 from pipeline.lake import read_table
+from pipeline.train.fit import fit_preprocessor
 from tests.helpers import REPO
 
 UNIVARIATE = """\
@@ -148,6 +149,15 @@ def test_ts_ingest_pads_to_max_length_keeps_the_source_split_and_rejects_with_re
     assert '"id": "Toy_TRAIN.ts:40"' in rejects["too_long"].raw
     assert "unequal or zero length" in rejects["parse"].reason
 
+    # training reads the shape back from the table: array size and the channels column
+    cfg = load_config(REPO / "conf" / "gunpoint.yaml", ["data.name=toy"])
+    pre = fit_preprocessor(table, cfg.data, "toy")
+    assert [(f.name, f.kind, f.size, f.channels) for f in pre.features] == [
+        ("series", "sequence", 10, 2),
+        ("length", "length", 0, 0),
+    ]
+    assert pre.width == 11
+
     # the same input ingested again gives every row the same id and split
     again = _ingest(spark, toy_lake, tmp_path / "lake2")
     assert again["splits"] == summary["splits"]
@@ -161,6 +171,16 @@ def test_ts_ingest_truncates_when_told(spark: SparkSession, toy_lake: Path, tmp_
     cut = read_table(spark, str(tmp_path / "lake" / "toy"), None).where("id = 'Toy_TRAIN.ts:40'")
     row = cut.collect()[0]
     assert (row.length, list(row.series)) == (5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
+
+
+def test_a_sequence_column_of_the_wrong_type_is_refused(spark: SparkSession) -> None:
+    df = spark.createDataFrame(
+        [("1,2", 2, 1, "a", "train")],
+        "series string, length int, channels int, label string, split string",
+    )
+    data = load_config(REPO / "conf" / "gunpoint.yaml").data
+    with pytest.raises(DataError, match="sequence column 'series' has type string; a sequence"):
+        fit_preprocessor(df, data, "t")
 
 
 # ------------------------------------------------------------------ the sequence input

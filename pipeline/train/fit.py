@@ -69,6 +69,13 @@ def check_columns(df: DataFrame, data: DataConfig, table: str) -> None:
 def _kind(data: DataConfig, name: str, dtype: T.DataType) -> str:
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, _NUMERIC):
         return "sequence" if name == data.sequence.column else "array"
+    seq = data.sequence
+    if name == seq.column and seq.length_column in data.features:
+        raise DataError(
+            f"sequence column '{name}' has type {dtype.simpleString()}; a sequence is an array "
+            "of numbers (max_length x channels floats, padded). Ingest it with data.format=ts, "
+            "or point data.sequence.column at the array column"
+        )
     if name == data.sequence.length_column and isinstance(dtype, _NUMERIC):
         return "length"
     if name in data.categorical or isinstance(dtype, T.StringType | T.BooleanType):
