@@ -9,7 +9,9 @@ rebuilds it with `build_network(family, config)`.
 The sizes the data decides are passed as keyword arguments named per input kind
 (`DERIVED_ARGS`); the network takes the prepared float32 input of shape
 (rows, in_features) (an image row-major height x width x channels) and returns
-the task's raw outputs, (rows, out_features).
+the task's raw outputs, (rows, out_features). A sequence network instead takes
+`(x, mask)`: `SequenceInput` wraps it and turns the prepared row (the padded series,
+then its length) into x (rows, length, channels) and the padding mask.
 """
 
 from __future__ import annotations
