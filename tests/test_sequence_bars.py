@@ -12,11 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.infer.batch import run_batch_inference
+from pipeline.ingest import run_ingest
 from pipeline.lake import read_table
 from pipeline.train.job import run_training
 from tests.train_helpers import ingested_lake, train_config
@@ -94,3 +96,45 @@ def test_sequence_autoencoder_separates_the_gunpoint_classes(
 ) -> None:
     summary = _train("gunpoint_anomaly", gunpoint, tmp_path, spark)
     assert summary["test_metrics"]["roc_auc"] >= 0.75, summary
+
+
+def _write_sine_ts(path: Path, rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Noisy sines of random frequency, 40 steps; the target is the frequency."""
+    freq = rng.uniform(1.0, 4.0, rows)
+    steps = np.arange(40) / 40
+    phase = rng.uniform(0, 2 * np.pi, rows)
+    series = np.sin(2 * np.pi * freq[:, None] * steps + phase[:, None])
+    series += rng.normal(0, 0.1, series.shape)
+    header = "@problemName Sines\n@univariate true\n@equalLength true\n@targetLabel true\n@data\n"
+    lines = [
+        ",".join(f"{v:.5f}" for v in s) + f":{f:.5f}" for s, f in zip(series, freq, strict=True)
+    ]
+    path.write_text(header + "\n".join(lines) + "\n")
+    return freq
+
+
+def test_fcn_regression_on_a_series_property_beats_the_mean_by_a_wide_margin(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    source = tmp_path / "sines"
+    source.mkdir()
+    train = _write_sine_ts(source / "Sines_TRAIN.ts", rng, 160)
+    test = _write_sine_ts(source / "Sines_TEST.ts", rng, 60)
+    lake, overrides = tmp_path / "lake", ["data.name=sines", f"data.source={source}"]
+    ingest_cfg = train_config("gunpoint", lake, tmp_path, *overrides, "data.schema={label: double}")
+    ingested = run_ingest(ingest_cfg, spark).summary()
+    assert ingested["splits"]["test"] == 60
+    summary = _train(
+        "gunpoint",
+        lake,
+        tmp_path,
+        spark,
+        *overrides,
+        "data.task=regression",
+        "model.name=sines-fcn",
+        "model.channels=[32,64,32]",
+        "train.epochs=60",
+    )
+    baseline = float(np.sqrt(np.mean((test - train.mean()) ** 2)))
+    assert summary["test_metrics"]["rmse"] <= 0.7 * baseline, (summary, baseline)
