@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from models.sequence import lengths_of
+from models.sequence import lengths_of, patches
 
 
 @dataclass(kw_only=True)
@@ -22,9 +22,11 @@ class RNNConfig:
     layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
+    patch: int = 1  # steps per recurrent step (see models.sequence.patches)
 
     def __post_init__(self) -> None:
-        if min(self.seq_len, self.in_features, self.out_features, self.hidden, self.layers) < 1:
+        sizes = (self.seq_len, self.in_features, self.out_features, self.hidden, self.layers)
+        if min(*sizes, self.patch) < 1:
             raise ValueError(
                 f"RNN sizes must be >= 1: seq_len={self.seq_len}, in_features="
                 f"{self.in_features}, hidden={self.hidden}, layers={self.layers}, "
@@ -42,7 +44,7 @@ class RNN(nn.Module):
         self.config = config
         kind = nn.LSTM if config.cell == "lstm" else nn.GRU
         self.rnn = kind(
-            config.in_features,
+            config.in_features * config.patch,
             config.hidden,
             num_layers=config.layers,
             batch_first=True,
@@ -53,6 +55,7 @@ class RNN(nn.Module):
         self.head = nn.Linear(config.hidden * directions, config.out_features)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x, mask = patches(x, mask, self.config.patch)
         # Packing stops each series at its own length, so padding never enters the state.
         packed = pack_padded_sequence(
             x, lengths_of(mask).cpu(), batch_first=True, enforce_sorted=False

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.sequence import masked_mean
+from models.sequence import masked_mean, patches
 
 
 @dataclass(kw_only=True)
@@ -25,8 +25,11 @@ class TransformerConfig:
     heads: int = 4
     layers: int = 2
     dropout: float = 0.1
+    patch: int = 1  # steps per token (see models.sequence.patches)
 
     def __post_init__(self) -> None:
+        if self.patch < 1:
+            raise ValueError(f"patch must be >= 1, got {self.patch}")
         if min(self.seq_len, self.in_features, self.out_features, self.d_model, self.heads) < 1:
             raise ValueError(
                 f"transformer sizes must be >= 1: seq_len={self.seq_len}, in_features="
@@ -55,9 +58,10 @@ class SequenceTransformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed = nn.Linear(config.in_features, config.d_model)
+        self.embed = nn.Linear(config.in_features * config.patch, config.d_model)
+        tokens = -(-config.seq_len // config.patch)
         self.register_buffer(
-            "positions", positional_encoding(config.seq_len, config.d_model), persistent=False
+            "positions", positional_encoding(tokens, config.d_model), persistent=False
         )
         layer = nn.TransformerEncoderLayer(
             config.d_model,
@@ -71,6 +75,7 @@ class SequenceTransformer(nn.Module):
         self.head = nn.Linear(config.d_model, config.out_features)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x, mask = patches(x, mask, self.config.patch)
         positions: torch.Tensor = self.positions  # type: ignore[assignment]
         h = self.embed(x) + positions[: x.shape[1]]
         h = self.encoder(h, src_key_padding_mask=mask)

@@ -260,6 +260,9 @@ class ModelConfig:
     layers: int = bounded(1, ge=1)
     bidirectional: bool = False
     heads: int = bounded(4, ge=1)
+    # LSTM/GRU and transformer: consecutive steps fed as one (a 150-step series in patches
+    # of 10 is 15 recurrent steps or tokens).
+    patch: int = bounded(1, ge=1)
     # Anomaly threshold: this quantile of validation reconstruction error of normal rows.
     threshold_quantile: float = bounded(0.99, gt=0, le=1)
 

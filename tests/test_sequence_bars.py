@@ -65,11 +65,13 @@ def test_fcn_on_gunpoint_meets_the_bar_and_batch_inference_scores_the_test_split
     assert correct / 150 == pytest.approx(trained["test_metrics"]["accuracy"], abs=1e-9)
 
 
+# Over 150 raw steps neither learned GunPoint here (an LSTM stayed at chance, 0.71 test
+# accuracy); over 15 patches of 10 steps both reach about 0.97 in 100 epochs.
 @pytest.mark.parametrize(
     ("family", "overrides"),
     [
-        ("lstm", ("model.hidden=[64]", "model.bidirectional=true", "train.lr=0.003")),
-        ("transformer", ("model.hidden=[64]", "model.layers=2", "model.dropout=0.1")),
+        ("lstm", ("model.bidirectional=true", "train.lr=0.003")),
+        ("transformer", ("model.layers=2", "model.dropout=0.1", "train.lr=0.001")),
     ],
 )
 def test_recurrent_and_transformer_families_meet_the_gunpoint_bar(
@@ -86,6 +88,9 @@ def test_recurrent_and_transformer_families_meet_the_gunpoint_bar(
         spark,
         f"model.family={family}",
         f"model.name=gunpoint-{family}",
+        "model.hidden=[64]",
+        "model.patch=10",
+        "train.epochs=150",
         *overrides,
     )
     assert summary["test_metrics"]["accuracy"] >= 0.90, summary

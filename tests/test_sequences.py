@@ -198,6 +198,7 @@ KNOBS = {
     "layers": 1,
     "bidirectional": True,
     "heads": 2,
+    "patch": 1,
 }
 
 
@@ -216,11 +217,14 @@ def _flat(series: np.ndarray, lengths: list[int]) -> torch.Tensor:
     return torch.tensor(np.concatenate([series, np.asarray(lengths)[:, None]], axis=1)).float()
 
 
-@pytest.mark.parametrize("family", ["fcn", "resnet", "lstm", "gru", "transformer"])
-def test_sequence_families_ignore_the_padding(family: str) -> None:
+@pytest.mark.parametrize(
+    ("family", "patch"),
+    [("fcn", 1), ("resnet", 1), ("lstm", 1), ("gru", 2), ("transformer", 1), ("transformer", 2)],
+)
+def test_sequence_families_ignore_the_padding(family: str, patch: int) -> None:
     """A series' output does not depend on what sits in its padding."""
     torch.manual_seed(0)
-    network, config, _ = _network(family)
+    network, config, _ = _network(family, knobs={"patch": patch})
     assert config["sequence"] == {"seq_len": 6, "channels": 2, "reconstruct": False}
     network.eval()
     rng = np.random.default_rng(0)

@@ -352,6 +352,7 @@ SPECS: dict[str, ModelSpec] = {
                     "layers": m["layers"],
                     "bidirectional": m["bidirectional"],
                     "dropout": m["dropout"],
+                    "patch": m["patch"],
                 },
             )
             for cell in ("lstm", "gru")
@@ -367,6 +368,7 @@ SPECS: dict[str, ModelSpec] = {
                 "heads": m["heads"],
                 "layers": m["layers"],
                 "dropout": m["dropout"],
+                "patch": m["patch"],
             },
         ),
         SequenceSpec(
