@@ -65,8 +65,9 @@ def test_fcn_on_gunpoint_meets_the_bar_and_batch_inference_scores_the_test_split
     assert correct / 150 == pytest.approx(trained["test_metrics"]["accuracy"], abs=1e-9)
 
 
-# Over 150 raw steps neither learned GunPoint here (an LSTM stayed at chance, 0.71 test
-# accuracy); over 15 patches of 10 steps both reach about 0.97 in 100 epochs.
+# Over GunPoint's 150 raw steps the LSTM stayed near chance (0.71 test accuracy after 200
+# epochs) and the transformer took 200 epochs for 0.95; over 15 patches of 10 steps both
+# reach about 0.97 within 100 epochs (one process, batch 8), at a fraction of the cost.
 @pytest.mark.parametrize(
     ("family", "overrides"),
     [
