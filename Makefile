@@ -10,7 +10,7 @@ STAMP := $(VENV)/.sparktrain-setup
 
 PYTEST_ARGS ?=
 
-.PHONY: setup jars test test-fast lint demo tune-demo ui cluster-up cluster-down bench clean
+.PHONY: setup jars test test-fast lint demo demo-sequences tune-demo ui cluster-up cluster-down bench clean
 
 setup: $(STAMP) jars
 
@@ -54,6 +54,9 @@ tune-demo: setup
 	@echo "  the parent run '$(TUNE_STUDY)' (expand it: one child run per trial, tag tune.state);"
 	@echo "  its Artifacts -> plots/ hold the optimisation history, importances and pruned trials;"
 	@echo "  Models -> penguins-mlp holds the winner, alias champion if it beat the previous one."
+# A UCR data set (GunPoint, shipped by sktime) -> a 1D-CNN on 2 workers -> registry -> test split scored.
+demo-sequences: setup
+	$(PY) jobs/demo_sequences.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache lake mlruns

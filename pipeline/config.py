@@ -121,6 +121,9 @@ class SplitConfig:
     train: float = bounded(0.7, ge=0, le=1)
     val: float = bounded(0.15, ge=0, le=1)
     test: float = bounded(0.15, ge=0, le=1)
+    # A source with its own train/test split (one .ts file per split) keeps it: test stays
+    # test, and this fraction of its train part becomes validation by the same key hash.
+    source_val: float = bounded(0.2, ge=0, lt=1)
 
     def __post_init__(self) -> None:
         total = self.train + self.val + self.test
@@ -177,12 +180,30 @@ class SyntheticConfig:
 
 
 @dataclass(kw_only=True)
+class SequenceConfig:
+    """Sequences (data.format=ts) in one canonical layout: `column` holds max_length x channels
+    floats (time-major, zero-padded), `length_column` the steps before the padding,
+    `channels_column` the channels per step (the same in every row)."""
+
+    column: str = "series"
+    length_column: str = "length"
+    channels_column: str = "channels"
+    # The padded length; unset: the longest series of the input. A longer series is rejected
+    # (rule `too_long`), or cut to max_length with truncate=true.
+    max_length: int | None = bounded(None, ge=1)
+    truncate: bool = False
+    # Missing values ('?' or NaN in a .ts file) reject the row (rule `missing`) unless allowed;
+    # allowed ones become 0.
+    allow_missing: bool = False
+
+
+@dataclass(kw_only=True)
 class DataConfig:
     """The dataset: raw source, schema, and which columns feed the model."""
 
     name: str = "dataset"
     source: str = ""
-    format: Literal["csv", "json", "parquet", "images"] = "csv"
+    format: Literal["csv", "json", "parquet", "images", "ts"] = "csv"
     # column -> Spark SQL type name (string, double, int, long, boolean, date, timestamp)
     schema: dict[str, str] = field(default_factory=dict)
     # Raw column -> clean column. Columns not listed are renamed to snake_case.
@@ -208,6 +229,7 @@ class DataConfig:
     # Extra Spark reader options for csv/json sources (e.g. sep: ';').
     read_options: dict[str, str] = field(default_factory=dict)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     @property
     def table_name(self) -> str:
@@ -233,6 +255,14 @@ class ModelConfig:
     dropout: float = bounded(0.0, ge=0, lt=1)
     channels: list[int] = bounded(lambda: [16, 32], ge=1)
     latent: int = bounded(4, ge=1)
+    # Sequence families: recurrent/transformer layers, a bidirectional LSTM/GRU, attention
+    # heads (model.hidden[0] is the LSTM/GRU hidden size and the transformer's d_model).
+    layers: int = bounded(1, ge=1)
+    bidirectional: bool = False
+    heads: int = bounded(4, ge=1)
+    # LSTM/GRU and transformer: consecutive steps fed as one (a 150-step series in patches
+    # of 10 is 15 recurrent steps or tokens).
+    patch: int = bounded(1, ge=1)
     # Anomaly threshold: this quantile of validation reconstruction error of normal rows.
     threshold_quantile: float = bounded(0.99, gt=0, le=1)
 

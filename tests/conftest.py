@@ -126,6 +126,7 @@ SLOW_MODULES = frozenset(
         "test_job_errors",
         "test_mlflow_server",
         "test_security",
+        "test_sequence_bars",
         "test_spark_horovod",
         "test_tracking_outage",
         "test_train",

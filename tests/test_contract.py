@@ -153,7 +153,18 @@ def shape(pre: Preprocessor = PRE, out: int = 3) -> DataShape:
 
 
 def test_model_specs_fit_tasks_and_derive_sizes() -> None:
-    assert sorted(SPECS) == ["autoencoder", "cnn", "custom", "mlp"]
+    assert sorted(SPECS) == [
+        "autoencoder",
+        "cnn",
+        "custom",
+        "fcn",
+        "gru",
+        "lstm",
+        "mlp",
+        "resnet",
+        "seq_autoencoder",
+        "transformer",
+    ]
     assert DERIVED_ARGS["tabular"] == ("in_features", "out_features")
     mlp = spec_named("mlp")
     knobs = {"hidden": [4], "dropout": 0.0, "channels": [2], "latent": 2}
@@ -171,7 +182,7 @@ def test_model_specs_fit_tasks_and_derive_sizes() -> None:
         "in_channels": 1,
         "out_features": 3,
     }
-    with pytest.raises(ConfigError, match="input kind 'sequence' is not supported"):
+    with pytest.raises(ConfigError, match="x takes sequences: data.features must be"):
         derived_args("sequence", shape(), "x")
     with pytest.raises(ConfigError, match="unknown model family 'rnn'"):
         spec_named("rnn")

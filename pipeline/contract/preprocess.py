@@ -29,18 +29,22 @@ class Feature:
     numeric: (x - mean) / std, missing -> 0 (the train mean).
     categorical: one-hot over `vocabulary` plus a last slot for unseen or missing values.
     array: a fixed-length float vector (e.g. an image), passed through as is.
+    sequence: a padded series of `size` = max_length x `channels` floats, time-major, as is.
+    length: the steps of the series before its padding, as is (the sequence input turns it
+    into the padding mask; see specs.SequenceInput).
     """
 
     name: str
-    kind: Literal["numeric", "categorical", "array"]
+    kind: Literal["numeric", "categorical", "array", "sequence", "length"]
     mean: float = 0.0
     std: float = 1.0
     vocabulary: list[str] = field(default_factory=list)
     size: int = 0
+    channels: int = 0
 
     @property
     def width(self) -> int:
-        if self.kind == "numeric":
+        if self.kind in ("numeric", "length"):
             return 1
         if self.kind == "categorical":
             return len(self.vocabulary) + 1
@@ -75,6 +79,8 @@ class Preprocessor:
             index = codes(values, feature.vocabulary)
             index[index < 0] = len(feature.vocabulary)
             return np.eye(feature.width, dtype=np.float32)[index]
+        if feature.kind == "length":
+            return np.nan_to_num(numbers(values), nan=0.0)[:, None]
         return _matrix(values, feature)
 
     # ---------------------------------------------------------------- labels

@@ -9,7 +9,9 @@ rebuilds it with `build_network(family, config)`.
 The sizes the data decides are passed as keyword arguments named per input kind
 (`DERIVED_ARGS`); the network takes the prepared float32 input of shape
 (rows, in_features) (an image row-major height x width x channels) and returns
-the task's raw outputs, (rows, out_features).
+the task's raw outputs, (rows, out_features). A sequence network instead takes
+`(x, mask)`: `SequenceInput` wraps it and turns the prepared row (the padded series,
+then its length) into x (rows, length, channels) and the padding mask.
 """
 
 from __future__ import annotations
@@ -26,8 +28,13 @@ from torch import nn
 
 from models.autoencoder import Autoencoder, AutoencoderConfig
 from models.cnn import CNN, CNNConfig
+from models.fcn import FCN, FCNConfig
 from models.mlp import MLP, MLPConfig
+from models.rnn import RNN, RNNConfig
+from models.seq_autoencoder import SeqAutoencoder, SeqAutoencoderConfig
+from models.transformer import SequenceTransformer, TransformerConfig
 from pipeline.contract.preprocess import Preprocessor
+from pipeline.contract.tasks import task_named
 from pipeline.errors import ConfigError
 
 InputKind = Literal["tabular", "image", "sequence"]
@@ -72,10 +79,87 @@ def derived_args(kind: str, shape: DataShape, who: str) -> dict[str, int]:
             "in_channels": channels,
             "out_features": shape.out_features,
         }
-    raise ConfigError(
-        f"{who}: input kind '{kind}' is not supported by the data path yet (features are numeric, "
-        "categorical or fixed-length arrays); use model.input=tabular or model.input=image"
-    )
+    if kind == "sequence":
+        kinds = [f.kind for f in pre.features]
+        if kinds != ["sequence", "length"]:
+            raise ConfigError(
+                f"{who} takes sequences: data.features must be [<series>, <length>] (the "
+                "columns data.sequence.column and data.sequence.length_column of a table "
+                "ingested with data.format=ts, in that order); got "
+                f"{[(f.name, f.kind) for f in pre.features]}. For tabular data use a tabular "
+                "family (model.family=mlp)"
+            )
+        series = pre.features[0]
+        return {
+            "seq_len": series.size // series.channels,
+            "in_features": series.channels,
+            "out_features": shape.out_features,
+        }
+    raise ConfigError(f"{who}: unknown input kind '{kind}'; use tabular, image or sequence")
+
+
+class SequenceInput(nn.Module):
+    """The prepared input of a sequence, (rows, max_length * channels + 1): the padded
+    series then its length, turned into what a sequence network takes: `x` (rows,
+    max_length, channels) and `mask` (rows, max_length), True at padding.
+
+    For a task that reconstructs its input (anomaly detection) the network returns a
+    series shaped like `x`; its padding is set to the input's (zero) and the length
+    appended, so the task's error per row counts only the steps that are there.
+    """
+
+    def __init__(
+        self, net: nn.Module, seq_len: int, channels: int, reconstruct: bool, who: str
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.seq_len, self.channels, self.reconstruct, self.who = (
+            seq_len,
+            channels,
+            reconstruct,
+            who,
+        )
+
+    def forward(self, flat: torch.Tensor) -> torch.Tensor:
+        width = self.seq_len * self.channels
+        x = flat[:, :width].reshape(len(flat), self.seq_len, self.channels)
+        length = flat[:, width].round().long().clamp(1, self.seq_len)
+        mask = torch.arange(self.seq_len, device=flat.device)[None, :] >= length[:, None]
+        # Ingest pads with zeros; rows scored from elsewhere get the same guarantee.
+        x = x.masked_fill(mask.unsqueeze(-1), 0.0)
+        try:
+            out = self.net(x, mask)
+        except Exception as exc:
+            raise ConfigError(
+                f"{self.who}: forward(x, mask) failed on x of shape {tuple(x.shape)} (batch, "
+                f"length, channels) and mask of shape {tuple(mask.shape)} (bool, True at "
+                f"padding): {type(exc).__name__}: {exc}. A sequence network takes these two "
+                "arguments (see README 'Your own model')"
+            ) from exc
+        if not self.reconstruct:
+            return out
+        if tuple(out.shape) != tuple(x.shape):
+            raise ConfigError(
+                f"{self.who} reconstructs its input for this task, so it must return a series "
+                f"shaped like x {tuple(x.shape)}; got {tuple(out.shape)}"
+            )
+        out = out.masked_fill(mask.unsqueeze(-1), 0.0)
+        return torch.cat([out.reshape(len(flat), width), flat[:, width:]], dim=1)
+
+
+def sequence_sizes(task: str, derived: Mapping[str, int]) -> tuple[dict[str, int], dict[str, Any]]:
+    """A sequence network's constructor sizes (a reconstructing task's output has the input's
+    channels) and the SequenceInput around it."""
+    reconstruct = task_named(task).reconstructs
+    sizes = dict(derived)
+    if reconstruct:
+        sizes["out_features"] = sizes["in_features"]
+    wrap = {
+        "seq_len": derived["seq_len"],
+        "channels": derived["in_features"],
+        "reconstruct": reconstruct,
+    }
+    return sizes, wrap
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +200,21 @@ class ModelSpec:
 
     def describe(self, config: Mapping[str, Any]) -> str:
         return f"model.family={self.family}"
+
+
+class SequenceSpec(ModelSpec):
+    """A built-in sequence family: its network is saved as {"net": sizes and knobs,
+    "sequence": the SequenceInput's}."""
+
+    def network_config(
+        self, task: str, derived: Mapping[str, int], knobs: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        sizes, wrap = sequence_sizes(task, derived)
+        return {"net": super().network_config(task, sizes, knobs), "sequence": wrap}
+
+    def build(self, config: Mapping[str, Any]) -> nn.Module:
+        net = super().build(config["net"])
+        return SequenceInput(net, **config["sequence"], who=self.describe(config))
 
 
 def import_object(ref: str, key: str) -> Any:
@@ -162,6 +261,10 @@ class CustomSpec(ModelSpec):
                 f"model.kwargs sets {clash}, which the service derives from the data; "
                 "remove them from model.kwargs"
             )
+        if self.kind(knobs) == "sequence":
+            sizes, wrap = sequence_sizes(task, derived)
+            kwargs = {**sizes, **(knobs.get("kwargs") or {})}
+            return {"module": knobs["module"], "kwargs": kwargs, "sequence": wrap}
         return {"module": knobs["module"], "kwargs": {**derived, **(knobs.get("kwargs") or {})}}
 
     def build(self, config: Mapping[str, Any]) -> nn.Module:
@@ -181,6 +284,8 @@ class CustomSpec(ModelSpec):
                 "sizes as keyword arguments (see README 'Your own model') and model.kwargs "
                 "must name only its other parameters"
             ) from exc
+        if "sequence" in config:
+            return SequenceInput(cls(**kwargs), **config["sequence"], who=self.describe(config))
         return cls(**kwargs)
 
     def describe(self, config: Mapping[str, Any]) -> str:
@@ -217,6 +322,62 @@ SPECS: dict[str, ModelSpec] = {
             input_kind="tabular",
             tasks=("anomaly",),
             knobs=lambda m: {"hidden": m["hidden"], "latent": m["latent"]},
+        ),
+        SequenceSpec(
+            family="fcn",
+            module=FCN,
+            config=FCNConfig,
+            input_kind="sequence",
+            tasks=("classification", "regression"),
+            knobs=lambda m: {"channels": m["channels"], "dropout": m["dropout"]},
+        ),
+        SequenceSpec(
+            family="resnet",
+            module=FCN,
+            config=FCNConfig,
+            input_kind="sequence",
+            tasks=("classification", "regression"),
+            knobs=lambda m: {"channels": m["channels"], "dropout": m["dropout"], "residual": True},
+        ),
+        *(
+            SequenceSpec(
+                family=cell,
+                module=RNN,
+                config=RNNConfig,
+                input_kind="sequence",
+                tasks=("classification", "regression"),
+                knobs=lambda m, cell=cell: {  # type: ignore[misc]
+                    "cell": cell,
+                    "hidden": m["hidden"][0] if m["hidden"] else 64,
+                    "layers": m["layers"],
+                    "bidirectional": m["bidirectional"],
+                    "dropout": m["dropout"],
+                    "patch": m["patch"],
+                },
+            )
+            for cell in ("lstm", "gru")
+        ),
+        SequenceSpec(
+            family="transformer",
+            module=SequenceTransformer,
+            config=TransformerConfig,
+            input_kind="sequence",
+            tasks=("classification", "regression"),
+            knobs=lambda m: {
+                "d_model": m["hidden"][0] if m["hidden"] else 64,
+                "heads": m["heads"],
+                "layers": m["layers"],
+                "dropout": m["dropout"],
+                "patch": m["patch"],
+            },
+        ),
+        SequenceSpec(
+            family="seq_autoencoder",
+            module=SeqAutoencoder,
+            config=SeqAutoencoderConfig,
+            input_kind="sequence",
+            tasks=("anomaly",),
+            knobs=lambda m: {"channels": m["channels"], "latent": m["latent"]},
         ),
         CustomSpec(
             family="custom",

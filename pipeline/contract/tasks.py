@@ -79,6 +79,9 @@ class Task(ABC):
     usable_rows: ClassVar[RowFilter]
     statistics: ClassVar[tuple[Statistic, ...]] = ()
     numeric_label: ClassVar[bool] = False
+    # The network reconstructs its input (out_features = in_features): a sequence network
+    # then returns a (batch, length, channels) series, not one row of outputs per series.
+    reconstructs: ClassVar[bool] = False
     # The champion is the version with the best `selection_metric` on the validation split.
     selection_metric: ClassVar[str]
     higher_is_better: ClassVar[bool]
@@ -335,6 +338,7 @@ class Anomaly(Task):
     """Trained on normal rows only; the score is the row's reconstruction error."""
 
     name = "anomaly"
+    reconstructs = True
     fit_rows = "normal"
     usable_rows = "normal"
     selection_metric = "roc_auc"

@@ -143,12 +143,13 @@ def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
 
 def _type_matches(expected: str, actual: DataType) -> bool:
     expected = expected.lower()
+    # first: an array's signature names its element type too ("Array(double)")
+    if "array" in expected or "tensor" in expected:
+        return isinstance(actual, ArrayType)
     if any(t in expected for t in ("double", "float", "long", "integer")):
         return isinstance(actual, NumericType)
     if "string" in expected:
         return isinstance(actual, StringType)
-    if "array" in expected or "tensor" in expected:
-        return isinstance(actual, ArrayType)
     return True
 
 

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
-from pipeline.ingest import images, rules
+from pipeline.ingest import images, rules, sequences
 from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE, col, read_tabular
 from pipeline.ingest.splits import split_key
 
@@ -98,7 +98,50 @@ def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Cla
     return Classified(out, clean)
 
 
+def classify_sequences(spark: SparkSession, data: DataConfig, location: str) -> Classified:
+    """.ts series in the canonical padded layout (see `sequences`), with `_source_split`."""
+    parsed = sequences.read_ts(spark, data, location)
+    seq = data.sequence
+    label_type = data.schema.get("label", "string")
+    staged, checks = sequences.canonical(parsed, data, sequences.padded_length(parsed, data))
+    types = {
+        "id": "string",
+        seq.column: "array<float>",
+        seq.length_column: "int",
+        seq.channels_column: "int",
+        "label": label_type,
+    }
+    rules.check_rule_columns(types, data)
+    if label_type != "string":  # a regression target (@targetLabel): a number or a reject
+        text = col("_label_text")
+        staged = staged.withColumn("_label_text", col("label"))
+        staged = staged.withColumn("label", text.cast(label_type))
+        checks.append(
+            rules.Check(
+                "cast:label",
+                text.isNotNull() & col("label").isNull(),
+                F.concat(F.lit("label '"), text, F.lit(f"' is not a {label_type}")),
+            )
+        )
+    judged = rules.apply_checks(staged, [*checks, *rules.value_checks(types, data)])
+    key = split_key([col(c) for c in _key_columns(data, ["id"])])
+    clean = list(types)
+    out = judged.select(
+        *clean,
+        "_source_file",
+        "_row_id",
+        "_rule",
+        "_reason",
+        F.when(col("_rule").isNotNull(), col("_raw")).alias("_raw"),
+        key.alias("_split_key"),
+        "_source_split",
+    )
+    return Classified(out, clean)
+
+
 def classify(spark: SparkSession, data: DataConfig, location: str) -> Classified:
     if data.format == "images":
         return classify_images(spark, data, location)
+    if data.format == "ts":
+        return classify_sequences(spark, data, location)
     return classify_tabular(spark, data, location)

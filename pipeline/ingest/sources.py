@@ -118,12 +118,16 @@ def list_source_files(source: str, location: str, fmt: str) -> list[SourceFile]:
         ]
     if fmt == "images":
         found = [i for i in found if i.path.lower().endswith(IMAGE_SUFFIXES)]
+    elif fmt == "ts":
+        found = [i for i in found if i.path.lower().endswith(".ts")]
     files = sorted(
         (SourceFile(i.path, int(i.size or 0), int(i.mtime_ns or 0)) for i in found),
         key=lambda f: f.path,
     )
     if not files:
-        kind = "PNG or JPEG images in class folders" if fmt == "images" else "files"
+        kind = {"images": "PNG or JPEG images in class folders", "ts": ".ts files"}.get(
+            fmt, "files"
+        )
         raise DataError(f"data.source '{source}' holds no {kind}: the input is empty")
     return files
 

@@ -35,6 +35,25 @@ def split_of(key: Column, fractions: SplitConfig) -> Column:
     )
 
 
+SOURCE_SPLIT = "_source_split"
+
+
+def carved_split(key: Column, source: Column, fractions: SplitConfig) -> Column:
+    """A source's own split kept: its test rows stay test (unseen), and `source_val` of its
+    train rows become validation by the same key hash; rows without one take `split_of`."""
+    bucket = F.pmod(F.xxhash64(key), F.lit(SPLIT_BUCKETS)) / F.lit(float(SPLIT_BUCKETS))
+    return (
+        F.when(source == F.lit("test"), F.lit("test"))
+        .when((source == F.lit("train")) & (bucket < F.lit(fractions.source_val)), F.lit("val"))
+        .when(source == F.lit("train"), F.lit("train"))
+        .otherwise(split_of(key, fractions))
+    )
+
+
 def assign_split(df: DataFrame, key_column: str, fractions: SplitConfig) -> DataFrame:
-    """Add a `split` column ("train" | "val" | "test") from `key_column`."""
+    """Add a `split` column ("train" | "val" | "test") from `key_column`, keeping a source's
+    own split where the rows carry one (`_source_split`)."""
+    if SOURCE_SPLIT in df.columns:
+        split = carved_split(F.col(key_column), F.col(SOURCE_SPLIT), fractions)
+        return df.withColumn("split", split)
     return df.withColumn("split", split_of(F.col(key_column), fractions))

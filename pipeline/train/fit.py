@@ -68,7 +68,16 @@ def check_columns(df: DataFrame, data: DataConfig, table: str) -> None:
 
 def _kind(data: DataConfig, name: str, dtype: T.DataType) -> str:
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, _NUMERIC):
-        return "array"
+        return "sequence" if name == data.sequence.column else "array"
+    seq = data.sequence
+    if name == seq.column and seq.length_column in data.features:
+        raise DataError(
+            f"sequence column '{name}' has type {dtype.simpleString()}; a sequence is an array "
+            "of numbers (max_length x channels floats, padded). Ingest it with data.format=ts, "
+            "or point data.sequence.column at the array column"
+        )
+    if name == data.sequence.length_column and isinstance(dtype, _NUMERIC):
+        return "length"
     if name in data.categorical or isinstance(dtype, T.StringType | T.BooleanType):
         return "categorical"
     if isinstance(dtype, _NUMERIC):
@@ -117,6 +126,8 @@ def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocesso
     fitting = Label(name=data.label, task=task.name, normal=normal)
     train = df.where((F.col(SPLIT) == "train") & _label_rows(task.fit_rows, fitting))
     kinds = {name: _kind(data, name, df.schema[name].dataType) for name in data.features}
+    if "sequence" in kinds.values():
+        _check_sequence_columns(df, data, table)
 
     aggs = [F.count(F.lit(1)).alias("__rows")]
     for name, kind in kinds.items():
@@ -125,9 +136,14 @@ def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocesso
             aggs += [F.mean(col).alias(f"{name}__mean"), F.stddev_pop(col).alias(f"{name}__std")]
         elif kind == "categorical":
             aggs.append(F.collect_set(col).alias(f"{name}__vocab"))
+        elif kind == "length":
+            continue  # passed through as is
         else:
             sizes = F.size(col)
             aggs += [F.min(sizes).alias(f"{name}__min"), F.max(sizes).alias(f"{name}__max")]
+            if kind == "sequence":
+                channels = F.col(data.sequence.channels_column)
+                aggs += [F.min(channels).alias("__ch_min"), F.max(channels).alias("__ch_max")]
     aggs += _label_stats(task.statistics, data.label)
     stats = train.agg(*aggs).first()
     assert stats is not None
@@ -148,6 +164,20 @@ def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocesso
         len(pre.features),
     )
     return pre
+
+
+def _check_sequence_columns(df: DataFrame, data: DataConfig, table: str) -> None:
+    """A sequence feature needs its length feature and the channels column to reshape."""
+    seq = data.sequence
+    missing = [c for c in (seq.length_column, seq.channels_column) if c not in df.columns]
+    if missing or seq.length_column not in data.features:
+        raise DataError(
+            f"the sequence feature '{seq.column}' of {table} needs its length column "
+            f"'{seq.length_column}' in data.features and a channels column "
+            f"'{seq.channels_column}' in the table (missing: {missing or [seq.length_column]}); "
+            f"ingest with data.format=ts and set data.features=[{seq.column}, "
+            f"{seq.length_column}]"
+        )
 
 
 def _std(value: Any) -> float:
@@ -176,7 +206,18 @@ def _feature(name: str, kind: str, stats: dict[str, Any], table: str) -> Feature
                 "feature %s has %d categories: wide one-hot inputs", name, len(vocabulary)
             )
         return Feature(name=name, kind="categorical", vocabulary=vocabulary)
+    if kind == "length":
+        return Feature(name=name, kind="length")
     low, high = stats[f"{name}__min"], stats[f"{name}__max"]
+    if kind == "sequence":
+        channels = stats["__ch_min"]
+        if low != high or low is None or channels != stats["__ch_max"] or low % channels:
+            raise DataError(
+                f"sequence feature '{name}' of {table} must hold max_length x channels floats "
+                f"in every train row (sizes {low}..{high}, channels {channels}.."
+                f"{stats['__ch_max']}); re-ingest it with data.format=ts"
+            )
+        return Feature(name=name, kind="sequence", size=int(low), channels=int(channels))
     if low != high or low is None or low < 1:
         raise DataError(
             f"array feature '{name}' must have the same length in every train row, but lengths "
