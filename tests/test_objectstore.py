@@ -1,0 +1,131 @@
+"""The lake on S3 (a local moto server over HTTP): settings, both engines, bad input."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from pipeline.config import LakeConfig, load_config
+from pipeline.ingest import run_ingest
+from pipeline.lake import read_table, write_table
+from pipeline.objectstore import S3Settings, StorageError, check_reachable
+from tests.s3 import REGION, list_keys, moto_server, s3_env
+
+REPO = Path(__file__).resolve().parents[1]
+PENGUINS = REPO / "conf" / "penguins.yaml"
+RS, SPARK = LakeConfig(engine="delta-rs"), LakeConfig(engine="delta-spark")
+
+
+def test_one_set_of_settings_maps_onto_every_client() -> None:
+    env = s3_env("http://127.0.0.1:9")
+    s3 = S3Settings.resolve(env=env)
+    conf = s3.spark_conf()
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9"
+    assert conf["spark.hadoop.fs.s3a.path.style.access"] == "true"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert conf["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert conf["spark.hadoop.fs.s3a.access.key"] == env["AWS_ACCESS_KEY_ID"]
+    assert s3.environment()["AWS_ALLOW_HTTP"] == "true"
+    assert s3.environment()["MLFLOW_S3_ENDPOINT_URL"] == "http://127.0.0.1:9"
+    assert s3.storage_options()["AWS_REGION"] == REGION
+    fs = s3.arrow_filesystem()
+    assert fs.region == REGION
+    # spark.conf's s3a keys win over the environment; https keeps SSL on
+    from_conf = S3Settings.resolve(
+        {"spark.hadoop.fs.s3a.endpoint": "https://s3.example.internal:9000"}, env
+    )
+    assert from_conf.endpoint == "https://s3.example.internal:9000"
+    assert from_conf.spark_conf()["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "true"
+    assert "AWS_ALLOW_HTTP" not in from_conf.environment()
+    # no endpoint: AWS itself, virtual-hosted buckets
+    assert "spark.hadoop.fs.s3a.endpoint" not in S3Settings.resolve(env={}).spark_conf()
+
+
+def test_both_engines_write_read_and_append_each_others_tables_on_s3(
+    s3_spark: SparkSession, s3_lake: str, s3_endpoint: str
+) -> None:
+    spark = s3_spark
+    path = f"{s3_lake}/mixed"
+    df = spark.range(0, 40).select("id", (F.col("id") * 2).alias("twice"))
+    a = write_table(spark, df, path, RS, app_id="a", app_version=1, min_row_groups=2)
+    more = spark.range(40, 50).select("id", (F.col("id") * 2).alias("twice"))
+    b = write_table(spark, more, path, SPARK, app_id="b", app_version=1)
+    assert (a.version, b.version, a.num_rows, b.num_rows) == (0, 1, 40, 10)
+    for engine in (RS, SPARK):
+        rows = read_table(spark, path, lake=engine).collect()
+        assert sorted((r.id, r.twice) for r in rows) == [(i, 2 * i) for i in range(50)]
+    assert read_table(spark, path, 0, lake=SPARK).count() == 40
+    assert (DeltaTable(path).transaction_version("a"), DeltaTable(path).transaction_version("b"))
+    bucket, key = path[len("s3://") :].split("/", 1)
+    keys = set(list_keys(s3_endpoint, bucket, key))
+    assert {f"{key}/_delta_log/{v:020d}.json" for v in (0, 1)} <= keys
+    data = {u[len(f"s3://{bucket}/") :] for u in DeltaTable(path).file_uris()}
+    assert len(data) >= 3  # two row groups' files from delta-rs, one or more from delta-spark
+    assert data <= keys
+
+
+@pytest.mark.parametrize("engine", ["delta-spark", "delta-rs"])
+def test_ingest_job_writes_the_lake_on_s3(
+    s3_spark: SparkSession, s3_lake: str, engine: str
+) -> None:
+    cfg = load_config(PENGUINS, [f"lake.root={s3_lake}", f"lake.engine={engine}"])
+    result = run_ingest(cfg, s3_spark).summary()
+    assert (result["rows_in"], result["rows_ok"], result["rows_rejected"]) == (344, 333, 11)
+    assert result["table"] == f"{s3_lake}/penguins"
+    for lake in (RS, SPARK):
+        clean = read_table(s3_spark, f"{s3_lake}/penguins", lake=lake)
+        assert clean.count() == 333
+        assert {r.species for r in clean.select("species").distinct().collect()} == {
+            "Adelie",
+            "Chinstrap",
+            "Gentoo",
+        }
+        assert read_table(s3_spark, f"{s3_lake}/penguins_rejects", lake=lake).count() == 11
+
+
+def test_reachability_names_what_is_wrong_within_bounded_time(s3_lake: str) -> None:
+    assert "writable" in check_reachable(s3_lake)
+    with pytest.raises(StorageError, match=r"bucket 'no-such-bucket-x' does not exist.*mb"):
+        check_reachable("s3://no-such-bucket-x/lake")
+    # an endpoint nobody answers on: refused at once, within the connect timeout
+    from tests.s3 import free_port
+
+    dead = S3Settings.resolve(env=s3_env(f"http://127.0.0.1:{free_port()}"))
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"endpoint .* unreachable.*AWS_ENDPOINT_URL"):
+        check_reachable(s3_lake, dead)
+    assert time.monotonic() - started < 15
+    # a server that takes the connection and never answers: the timeout bounds the wait
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = S3Settings.resolve(env=s3_env(f"http://127.0.0.1:{silent.getsockname()[1]}"))
+        started = time.monotonic()
+        with pytest.raises(StorageError, match=r"unreachable"):
+            check_reachable(s3_lake, mute)
+        assert time.monotonic() - started < 20
+
+
+def test_wrong_credentials_are_refused_on_an_authenticating_server() -> None:
+    with moto_server(auth=True) as endpoint:
+        settings = S3Settings.resolve(env=s3_env(endpoint))
+        started = time.monotonic()
+        with pytest.raises(StorageError, match=r"access denied.*AWS_ACCESS_KEY_ID"):
+            check_reachable("s3://some-bucket/lake", settings)
+        assert time.monotonic() - started < 15
+
+
+def test_no_credentials_is_named(s3_lake: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StorageError, match=r"no S3 credentials.*AWS_ACCESS_KEY_ID"):
+        check_reachable(s3_lake)
