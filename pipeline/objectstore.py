@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import urllib.parse
 import uuid
 from collections.abc import Mapping, MutableMapping
@@ -263,7 +262,7 @@ def check_reachable(uri: str, settings: S3Settings | None = None, write: bool = 
             f"no S3 credentials for {uri}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or an AWS profile / instance role)"
         ) from exc
-    except (EndpointConnectionError, BotoConnectTimeout, BotoReadTimeout, socket.timeout) as exc:
+    except (TimeoutError, EndpointConnectionError, BotoConnectTimeout, BotoReadTimeout) as exc:
         raise StorageError(
             f"S3 endpoint {where} unreachable for {uri} (no answer within "
             f"{CONNECT_TIMEOUT_S} s): check AWS_ENDPOINT_URL (or spark.hadoop.fs.s3a.endpoint) "
