@@ -155,7 +155,7 @@ class S3Settings:
             kwargs["access_key"] = self.access_key
             kwargs["secret_key"] = self.secret_key
             kwargs["session_token"] = self.session_token
-        return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+        return pafs.S3FileSystem(**kwargs)
 
     def boto3_client(self) -> object:
         """A boto3 S3 client with a bounded connect time and one retry."""

@@ -165,3 +165,54 @@ def test_concurrent_delta_rs_appends_on_s3_lose_no_row(s3_lake: str) -> None:
     assert table.version() == 2 * rounds  # one version per append, none overwritten
     got = sorted((r["writer"], r["n"]) for r in table.to_pyarrow_table().to_pylist())
     assert got == sorted((w, n) for w in ("a", "b") for n in range(rounds * 10))
+
+
+def test_checkpoints_on_s3_are_whole_objects_and_the_newest_run_resumes(
+    s3_lake: str, s3_endpoint: str
+) -> None:
+    import torch
+
+    from pipeline.train.checkpoint import (
+        RunRecord,
+        checkpoint_exists,
+        checkpoint_path,
+        latest_resumable,
+        load_checkpoint,
+        local_run_folder,
+        run_folder,
+        save_checkpoint,
+    )
+
+    root = s3_lake.rsplit("/", 1)[0] + "/checkpoints"
+    paths = {}
+    for run_id, version in (("run-a", 3), ("run-b", 4)):
+        path = checkpoint_path(root, "mlp", run_id)
+        assert path == f"{root}/mlp/{run_id}/last.pt"
+        RunRecord(run_id=run_id, table_version=version).write(run_folder(path))
+        assert not checkpoint_exists(path)
+        save_checkpoint(path, {"weights": torch.full((3,), float(version)), "epoch": version})
+        paths[run_id] = path
+        time.sleep(1.1)  # S3 modification times have one-second resolution
+    record, newest = latest_resumable(root, "mlp")
+    assert (record, newest) == (RunRecord("run-b", 4), paths["run-b"])
+    state = load_checkpoint(newest)
+    assert state["epoch"] == 4
+    assert torch.equal(state["weights"], torch.full((3,), 4.0))
+    # a second save replaces the object whole; no temporary object is left beside it
+    save_checkpoint(newest, {"epoch": 5})
+    assert load_checkpoint(newest)["epoch"] == 5
+    bucket = s3_lake.split("/")[2]
+    assert sorted(list_keys(s3_endpoint, bucket, "checkpoints/")) == [
+        "checkpoints/mlp/run-a/last.pt",
+        "checkpoints/mlp/run-a/run.json",
+        "checkpoints/mlp/run-b/last.pt",
+        "checkpoints/mlp/run-b/run.json",
+    ]
+    # heartbeats are polled every second: they stay on local disk
+    assert not str(local_run_folder(newest)).startswith("s3")
+    from pipeline.errors import TrainingError
+
+    with pytest.raises(TrainingError, match=r"no run of model other has a checkpoint"):
+        latest_resumable(root, "other")
+    with pytest.raises(TrainingError, match=r"no checkpoint at"):
+        load_checkpoint(f"{root}/mlp/run-c/last.pt")

@@ -55,7 +55,8 @@ def test_demo_end_to_end_on_s3(s3_lake: str, s3_endpoint: str, tmp_path: Path) -
             timeout=1500,
             check=False,
         )
-        assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+        if proc.returncode != 0:
+            pytest.fail(f"demo failed:\n{proc.stdout[-3000:]}\n--- stderr:\n{proc.stderr[-6000:]}")
         report = json.loads(proc.stdout.strip().splitlines()[-1])
 
         clean = f"{s3_lake}/penguins"
