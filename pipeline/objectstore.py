@@ -187,6 +187,35 @@ def export_environment(
         environ[key] = value
 
 
+def petastorm_filesystem(uri: str) -> object | None:
+    """The filesystem to hand Petastorm for `uri`: pyarrow's S3 client for s3://, else None
+    (Petastorm resolves local paths itself).
+
+    Petastorm 0.12 drives pyarrow's legacy ParquetDataset, which takes only legacy
+    filesystems: pyarrow's S3 client goes in behind fsspec's ArrowFSWrapper and pyarrow's
+    legacy wrapper for fsspec file systems. Petastorm also strips the scheme from each path
+    through fsspec, which knows s3:// only from s3fs; without s3fs a minimal fsspec class
+    that only strips the scheme stands in.
+    """
+    if not is_s3(uri):
+        return None
+    import importlib.util
+
+    import fsspec
+    from fsspec.implementations.arrow import ArrowFSWrapper
+    from pyarrow.filesystem import S3FSWrapper
+
+    if importlib.util.find_spec("s3fs") is None:
+        from fsspec.spec import AbstractFileSystem
+
+        class _StripS3Scheme(AbstractFileSystem):
+            protocol = S3_SCHEMES
+
+        for scheme in S3_SCHEMES:
+            fsspec.register_implementation(scheme, _StripS3Scheme, clobber=True)
+    return S3FSWrapper(ArrowFSWrapper(filesystem_for(uri)[0]))
+
+
 def configure_session(spark: object, settings: S3Settings) -> None:
     """Apply the settings to a running session (a notebook's, or one whose JVM started before
     the settings were known): s3a file systems opened afterwards take them, and Python tasks

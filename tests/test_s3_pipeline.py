@@ -45,7 +45,7 @@ def test_demo_end_to_end_on_s3(s3_lake: str, s3_endpoint: str, tmp_path: Path) -
                 "--epochs=3",
                 f"lake.root={s3_lake}",
                 f"tracking.uri={server.url}",
-                f"train.checkpoint_dir={tmp_path / 'checkpoints'}",
+                f"train.checkpoint_dir=s3://{bucket}/checkpoints",
                 "model.name=s3-demo",
             ],
             cwd=REPO,
@@ -85,6 +85,10 @@ def test_demo_end_to_end_on_s3(s3_lake: str, s3_endpoint: str, tmp_path: Path) -
         assert {r["input_version"] for r in predictions} == {0, 1}
         assert report["test_accuracy"] > 0.5
 
+        # rank 0's checkpoint and the run record are objects in the bucket
+        ckpts = list_keys(s3_endpoint, bucket, "checkpoints/s3-demo/")
+        assert {k.rsplit("/", 1)[-1] for k in ckpts} == {"last.pt", "run.json"}, ckpts
+        assert ckpts[0].split("/")[2] == report["run_id"]
         # MLflow's artifacts went to the bucket, through the server
         keys = list_keys(s3_endpoint, bucket, "mlflow/")
         assert any(k.endswith("/MLmodel") for k in keys), keys[:20]

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from pipeline.contract.encoding import as_strings
 from pipeline.contract.preprocess import Preprocessor
 from pipeline.errors import TrainingError
-from pipeline.objectstore import filesystem_for, is_s3
+from pipeline.objectstore import filesystem_for, petastorm_filesystem
 
 _logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def open_reader(
             cur_shard=rank,
             shard_count=size,
             # S3 through pyarrow's own client: Petastorm's s3:// route would need s3fs
-            filesystem=filesystem_for(spec.files[0])[0] if is_s3(spec.files[0]) else None,
+            filesystem=petastorm_filesystem(spec.files[0]) if spec.files else None,
         )
     except NoDataAvailableError as exc:
         raise too_few_row_groups(spec.row_groups, size) from exc
