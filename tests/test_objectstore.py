@@ -216,3 +216,31 @@ def test_checkpoints_on_s3_are_whole_objects_and_the_newest_run_resumes(
         latest_resumable(root, "other")
     with pytest.raises(TrainingError, match=r"no checkpoint at"):
         load_checkpoint(f"{root}/mlp/run-c/last.pt")
+
+
+def test_doctor_checks_the_lake_root_and_names_missing_connector_jars(
+    s3_lake: str, tmp_path: Path
+) -> None:
+    from tests.helpers import run_job, summary_of
+
+    args = ["--config", str(PENGUINS), f"lake.root={s3_lake}"]
+    ok = run_job("doctor", *args, cwd=tmp_path, timeout=600)
+    summary = summary_of(ok)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert summary["s3_connector"] is True
+    assert summary["lake_root"].startswith(f"{s3_lake} reachable at http://127.0.0.1:")
+    assert summary["lake_root"].endswith("and writable")
+    # a jar cache with Delta's jars only: the job stops before any work, naming the fix
+    delta_only = tmp_path / "jars"
+    delta_only.mkdir()
+    from pipeline.jars import cached_jars
+
+    for jar in cached_jars("delta") or []:
+        (delta_only / Path(jar).name).symlink_to(jar)
+    started = time.monotonic()
+    bad = run_job("doctor", *args, cwd=tmp_path, env={"SPARKTRAIN_JARS_DIR": str(delta_only)})
+    assert bad.returncode == 2, bad.stderr[-3000:]
+    error = summary_of(bad)["error"]
+    assert "Hadoop S3 connector" in error
+    assert "make jars" in error
+    assert time.monotonic() - started < 300
