@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) jars
 
-# Delta Lake's jars, cached once per machine (mvn; SPARKTRAIN_JARS_DIR overrides the cache).
+# Delta Lake's and the S3 connector's jars, cached once per machine (mvn; SPARKTRAIN_JARS_DIR overrides the cache).
 jars: $(STAMP)
 	@command -v mvn >/dev/null || { echo "error: no Maven client to fetch Delta Lake's jars: apt-get install maven" >&2; exit 1; }
 	bash docker/fetch-jars.sh $(PY)
@@ -41,8 +41,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check pipeline models jobs tests
 	$(VENV)/bin/mypy
 
+# LAKE=s3://bucket/lake runs the demo on object storage (see README "Object storage")
 demo: setup
-	$(PY) jobs/demo.py
+	$(PY) jobs/demo.py $(if $(LAKE),lake.root=$(LAKE))
 
 # A small Optuna study on penguins (README "Tuning"): each trial a 1-worker training run.
 # A new study name each time, so a re-run does not need tune.resume=true.

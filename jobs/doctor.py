@@ -1,4 +1,6 @@
-"""Report what this installation can do: Spark, Delta engine, Horovod build, versions; and
+"""Report what this installation can do: Spark, Delta engine, S3 connector, Horovod build,
+versions, whether lake.root is reachable and writable (on S3, a failure names its cause in
+one line: no credentials, endpoint unreachable, bucket missing, access denied); and
 mark runs of tracking.experiment whose driver died (heartbeat older than
 tracking.orphan_after_s) as KILLED.
 
@@ -17,12 +19,16 @@ from pyspark.sql import SparkSession
 
 from pipeline.cli import run_job
 from pipeline.config import Config
-from pipeline.doctor import report
+from pipeline.doctor import lake_root_status, report
 from pipeline.train.orphans import sweep_configured
 
 
 def body(cfg: Config, spark: SparkSession) -> dict[str, Any]:
-    return {**report(spark), "orphaned_runs": sweep_configured(cfg.tracking)}
+    return {
+        **report(spark),
+        "lake_root": lake_root_status(cfg.lake.root, cfg.spark.conf),
+        "orphaned_runs": sweep_configured(cfg.tracking),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from pipeline.config import Config, load_config
 from pipeline.errors import SparktrainError
 from pipeline.logs import setup_logging
+from pipeline.objectstore import S3Settings, check_connector, check_reachable, is_s3
 from pipeline.spark import build_spark
 
 _logger = logging.getLogger(__name__)
@@ -50,6 +51,16 @@ def emit_summary(summary: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def check_lake_root(cfg: Config, spark: SparkSession | None) -> None:
+    """A lake on S3 fails here, in seconds and with its cause, rather than deep in an engine's
+    retries: the Hadoop connector must be on the session, and the bucket must answer."""
+    if not is_s3(cfg.lake.root):
+        return
+    if spark is not None:
+        check_connector(spark, cfg.lake.root)
+    _logger.info(check_reachable(cfg.lake.root, S3Settings.resolve(cfg.spark.conf)))
+
+
 def run_job(
     name: str,
     body: JobBody,
@@ -67,6 +78,7 @@ def run_job(
         cfg: Config = load_config(args.config, args.overrides)
         if needs_spark:
             spark = build_spark(cfg.spark)
+        check_lake_root(cfg, spark)
         summary = body(cfg, spark)  # type: ignore[arg-type]
     except SparktrainError as exc:
         _logger.error("%s failed: %s", name, exc)

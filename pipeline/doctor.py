@@ -10,6 +10,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from pipeline.objectstore import S3A_CLASS, S3Settings, check_reachable, is_s3
 from pipeline.spark import delta_spark_available
 
 _logger = logging.getLogger(__name__)
@@ -63,11 +64,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def s3_connector_available(spark: SparkSession) -> bool:
+    """True when the Hadoop S3 connector (hadoop-aws) is on the session's classpath."""
+    try:
+        jvm: Any = spark._jvm
+        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(S3A_CLASS)
+    except Exception:
+        return False
+    return True
+
+
+def lake_root_status(root: str, spark_conf: dict[str, str]) -> str:
+    """One line: the lake root is reachable and writable (a StorageError says what is not)."""
+    if is_s3(root):
+        return check_reachable(root, S3Settings.resolve(spark_conf))
+    folder = os.path.abspath(root)
+    probe = folder if os.path.isdir(folder) else os.path.dirname(folder)
+    return f"{folder} " + ("writable" if os.access(probe, os.W_OK) else "NOT writable")
+
+
 def report(spark: SparkSession) -> dict[str, Any]:
     return {
         "spark_master": spark.sparkContext.master,
         "spark_version": spark.version,
         "delta_spark": delta_spark_available(spark),
+        "s3_connector": s3_connector_available(spark),
         "horovod": horovod_build(),
         "packages": package_versions(),
         "machine": machine(),

@@ -9,7 +9,7 @@ here). `build_spark` then loads every complete feature from the cache.
 
 On a cluster the same coordinates go to `spark.jars.packages` (or the jars are
 baked into the image); the cache is only for sessions this code starts itself.
-Adding a feature (e.g. S3 through hadoop-aws) is one more entry in `ARTIFACTS`.
+Adding a feature is one more entry in `ARTIFACTS`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ _logger = logging.getLogger(__name__)
 
 CACHE_ENV = "SPARKTRAIN_JARS_DIR"
 DELTA_VERSION = "3.3.2"  # the Delta Lake 3.x release built for Spark 3.5
+# hadoop-aws must match the Hadoop client pyspark 3.5.8 ships (hadoop-client-api-3.3.4.jar);
+# the SDK bundle is the version hadoop-aws 3.3.4's POM declares (about 280 MB).
+HADOOP_VERSION = "3.3.4"
+AWS_SDK_BUNDLE_VERSION = "1.12.262"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ ARTIFACTS: dict[str, tuple[Artifact, ...]] = {
     "delta": (
         Artifact("io.delta", "delta-spark_2.12", DELTA_VERSION),
         Artifact("io.delta", "delta-storage", DELTA_VERSION),
+    ),
+    # s3a:// for Spark (delta-spark on S3). wildfly-openssl, hadoop-aws's only other
+    # non-test dependency, is optional at runtime: s3a falls back to the JDK's TLS.
+    "s3a": (
+        Artifact("org.apache.hadoop", "hadoop-aws", HADOOP_VERSION),
+        Artifact("com.amazonaws", "aws-java-sdk-bundle", AWS_SDK_BUNDLE_VERSION),
     ),
 }
 

@@ -16,6 +16,7 @@ from pipeline.config import SparkConfig
 from pipeline.errors import EnvironmentSetupError
 from pipeline.jars import cached_jars
 from pipeline.master import check_master
+from pipeline.objectstore import S3Settings, configure_session, export_environment
 
 _logger = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ def _cached_delta_jars(cfg: SparkConfig) -> list[str]:
     return cached_jars("delta") or []
 
 
+def _cached_s3a_jars(cfg: SparkConfig) -> list[str]:
+    """hadoop-aws and the AWS SDK bundle from the machine's cache, unless the session brings
+    its own (spark-submit, or `spark.jars.packages` naming hadoop-aws)."""
+    if under_spark_submit() or "hadoop-aws" in cfg.conf.get("spark.jars.packages", ""):
+        return []
+    return cached_jars("s3a") or []
+
+
 def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     """Build (or join) the Spark session.
 
@@ -94,12 +103,29 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     # otherwise). Spark's default INT96 reads back in pyarrow as nanoseconds, which delta-rs
     # can only commit with the `timestampNanos` reader feature that other readers refuse.
     builder = builder.config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    # Object storage: one set of settings for s3a and (through the environment, set
+    # before the JVM starts so executors and Horovod ranks inherit it) delta-rs,
+    # pyarrow, boto3 and MLflow. spark.conf's own keys win.
+    s3 = S3Settings.resolve(cfg.conf)
+    export_environment(s3)
+    for key, value in s3.spark_conf().items():
+        if key not in cfg.conf:
+            builder = builder.config(key, value)
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     cached = _cached_delta_jars(cfg)
-    if cached:
-        jars = [j for j in cfg.conf.get("spark.jars", "").split(",") if j] + cached
-        builder = builder.config("spark.jars", ",".join(jars))
+    extra = list(cached)
+    s3a_jars = _cached_s3a_jars(cfg)
+    if s3a_jars and cfg.master.startswith("local"):
+        # Local executors share the driver's JVM: its class path serves them, and spares
+        # every session a copy of the 280 MB SDK bundle into its work folder (spark.jars).
+        own_cp = [p for p in cfg.conf.get("spark.driver.extraClassPath", "").split(":") if p]
+        builder = builder.config("spark.driver.extraClassPath", ":".join(own_cp + s3a_jars))
+    else:
+        extra += s3a_jars
+    if extra:
+        own = [j for j in cfg.conf.get("spark.jars", "").split(",") if j]
+        builder = builder.config("spark.jars", ",".join(own + extra))
     if cached or _delta_jars_configured(cfg):
         builder = builder.config("spark.sql.extensions", DELTA_EXTENSION)
         builder = builder.config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
@@ -115,6 +141,8 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     # Arrow makes pandas UDFs and toPandas fast; it is safe with pyarrow 14.
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
     spark = builder.getOrCreate()
+    if not under_spark_submit():
+        configure_session(spark, s3)  # a joined session was built without these settings
     _logger.info(
         "spark session: master=%s, delta-spark %s",
         spark.sparkContext.master,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,7 +126,9 @@ SLOW_MODULES = frozenset(
         "test_ingest",
         "test_job_errors",
         "test_mlflow_server",
+        "test_objectstore",
         "test_security",
+        "test_s3_pipeline",
         "test_sequence_bars",
         "test_spark_horovod",
         "test_tracking_outage",
@@ -149,3 +152,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if not gpu and "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """One local S3 server (moto) for the whole session; each test takes its own bucket."""
+    from tests.s3 import moto_server
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`s3://<a fresh bucket>/lake`, with the AWS_* environment pointing at the local server."""
+    from pipeline.objectstore import S3Settings
+    from tests.s3 import new_bucket, s3_env
+
+    # every variable the settings map onto, so build_spark's export is undone after the test
+    settings = S3Settings.resolve(env=s3_env(s3_endpoint))
+    for key, value in settings.environment().items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{new_bucket(s3_endpoint)}/lake"
+
+
+@pytest.fixture
+def s3_spark(spark: Any, s3_lake: str) -> Any:
+    """The session's Spark, with s3a pointed at the local server (its JVM started earlier)."""
+    from pipeline.objectstore import S3Settings, configure_session
+
+    configure_session(spark, S3Settings.resolve())
+    return spark

@@ -40,6 +40,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline.config import LakeConfig
 from pipeline.errors import ConcurrentWriteError, LakeError
 from pipeline.lake import faults
+from pipeline.lake.concurrency import warn_if_unsafe
 from pipeline.lake.delta_spark import DeltaSparkWriter
 from pipeline.lake.engine import Engine, resolve_engine
 from pipeline.lake.files import (
@@ -134,6 +135,7 @@ def prepare_write(spark: SparkSession, request: WriteRequest, lake: LakeConfig) 
     """Phase one: check the request and hand it to the engine; publish with `.commit()`."""
     path = table_location(request.path)
     engine = resolve_engine(spark, lake)
+    warn_if_unsafe(spark, path, engine)
     if _already_committed(path, request.app_id, request.app_version):
         _logger.info(
             "%s: transaction %s v%s already committed; skipping",

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from pipeline.contract.encoding import as_strings
 from pipeline.contract.preprocess import Preprocessor
 from pipeline.errors import TrainingError
+from pipeline.objectstore import filesystem_for, petastorm_filesystem
 
 _logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def count_row_groups(uris: list[str]) -> int:
     """Row groups in all files, from the Parquet footers (a few bytes per file)."""
     total = 0
     for uri in uris:
-        fs, path = pafs.FileSystem.from_uri(uri)
+        fs, path = filesystem_for(uri)
         with fs.open_input_file(path) as handle:
             total += pq.ParquetFile(handle).metadata.num_row_groups
     return total
@@ -110,6 +110,8 @@ def open_reader(
             num_epochs=num_epochs,
             cur_shard=rank,
             shard_count=size,
+            # S3 through pyarrow's own client: Petastorm's s3:// route would need s3fs
+            filesystem=petastorm_filesystem(spec.files[0]) if spec.files else None,
         )
     except NoDataAvailableError as exc:
         raise too_few_row_groups(spec.row_groups, size) from exc

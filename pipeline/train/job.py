@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -25,7 +24,7 @@ from pipeline.contract.tasks import Evaluation
 from pipeline.errors import TrainingError
 from pipeline.lake.read import Snapshot, read_table, snapshot
 from pipeline.train import plots
-from pipeline.train.checkpoint import RunRecord, checkpoint_path, latest_resumable
+from pipeline.train.checkpoint import RunRecord, checkpoint_path, latest_resumable, run_folder
 from pipeline.train.coverage import check_label_coverage
 from pipeline.train.data import (
     SPLIT,
@@ -248,7 +247,7 @@ def run_training(
             trial.run_id = run_id
         ckpt = checkpoint_path(cfg.train.checkpoint_dir, cfg.model.name, run_id)
         if resumed is None:  # MLflow params are write-once; a resumed run already has them
-            RunRecord(run_id=run_id, table_version=p.snap.version).write(Path(ckpt).parent)
+            RunRecord(run_id=run_id, table_version=p.snap.version).write(run_folder(ckpt))
             log_params(run_params(cfg))
         log_lineage(p.table, p.snap, p.counts)
         mlflow.set_tags(

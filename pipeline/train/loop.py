@@ -18,7 +18,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,13 @@ from pipeline.config import TrainConfig
 from pipeline.contract.preprocess import Preprocessor
 from pipeline.contract.specs import build_network, import_object
 from pipeline.errors import SparktrainError, TrackingError, TrainingError, TrialPrunedError
-from pipeline.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.train.checkpoint import (
+    load_checkpoint,
+    local_run_folder,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
 from pipeline.train.heartbeat import Heartbeat, heartbeat_path
 from pipeline.train.metric_buffer import MetricBuffer
@@ -132,7 +137,8 @@ def train_rank(spec: RankSpec) -> RankResult:
 
     hvd.init()
     threads = torch.get_num_threads()
-    beats = Heartbeat(heartbeat_path(Path(spec.checkpoint_path).parent, hvd.rank()), hvd.rank())
+    beat_file = heartbeat_path(local_run_folder(spec.checkpoint_path), hvd.rank())
+    beats = Heartbeat(beat_file, hvd.rank())
     watchdog = start_watchdog(beats.path, spec.train.stall_timeout_s) if spec.watchdog else None
     try:
         unpack(spec.user_code)

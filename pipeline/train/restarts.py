@@ -27,6 +27,7 @@ from pyspark.sql import SparkSession
 from pipeline.config import TrainConfig
 from pipeline.errors import SparktrainError, TrainingError
 from pipeline.launch import run_distributed, runs_in_process
+from pipeline.train.checkpoint import checkpoint_exists, local_run_folder
 from pipeline.train.loop import RankResult, RankSpec, train_rank
 from pipeline.train.watchdog import grace_s, read_reports
 
@@ -72,12 +73,11 @@ def _failure(exc: BaseException, heartbeats: Path) -> str:
 def launch_ranks(spark: SparkSession | None, spec: RankSpec, train: TrainConfig) -> Trained:
     """Run the ranks until they finish, restarting lost ones from the last checkpoint."""
     in_process = runs_in_process(train.launcher, train.workers)
-    folder = Path(spec.checkpoint_path).parent
-    heartbeats = folder / "heartbeat"
+    heartbeats = local_run_folder(spec.checkpoint_path) / "heartbeat"
     restarts = 0
     while True:
         # a restart resumes from the checkpoint when the lost attempt got as far as one
-        resume = spec.resume or (restarts > 0 and Path(spec.checkpoint_path).is_file())
+        resume = spec.resume or (restarts > 0 and checkpoint_exists(spec.checkpoint_path))
         attempt = dataclasses.replace(spec, resume=resume, watchdog=not in_process)
         shutil.rmtree(heartbeats, ignore_errors=True)  # reports of the previous attempt
         started = time.monotonic()
