@@ -194,6 +194,15 @@ class _Study:
             client.set_terminated(run_id, "FINISHED")
 
 
+def _import_before_threads() -> None:
+    """MLflow imports pyspark.ml lazily while logging (signatures, params), and a thread that
+    finds the module half-imported by another fails ("cannot access submodule 'ml' of module
+    'pyspark' (most likely due to a circular import)", seen with two trials at once); import
+    it once before the trial threads start."""
+    import pyspark.ml.linalg  # noqa: F401
+    import pyspark.ml.param  # noqa: F401
+
+
 def _parent_run(
     cfg: Config, client: MlflowClient, study: optuna.Study, space: Space, task: Task
 ) -> str:
@@ -263,6 +272,7 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
             if cfg.tune.parallel == 1:
                 running.work()  # in the main thread, as a training job runs
             else:
+                _import_before_threads()
                 with ThreadPoolExecutor(cfg.tune.parallel, thread_name_prefix="trial") as pool:
                     for future in [pool.submit(running.work) for _ in range(cfg.tune.parallel)]:
                         future.result()
