@@ -102,6 +102,11 @@ class LakeConfig:
     # A de-duplicating append that loses a race re-reads the table and tries again
     # this many times before failing with ConcurrentWriteError.
     commit_retries: int = bounded(3, ge=0)
+    # Tables Petastorm cannot stream (partitioned, deletion vectors, column mapping, no
+    # split column) are trained on from a Parquet copy of the pinned version made once
+    # with Spark: kept here ("" = <root>/_snapshots), the newest `snapshot_keep` per table.
+    snapshot_dir: str = ""
+    snapshot_keep: int = bounded(2, ge=1)
 
     def __post_init__(self) -> None:
         if self.engine not in ("auto", "delta-spark", "delta-rs"):
@@ -198,6 +203,9 @@ class DataConfig:
     table: str = ""
     version: int | None = bounded(None, ge=0)
     mode: Literal["append", "overwrite"] = "append"
+    # On append: `none` refuses columns the table lacks; `add_columns` adds them as
+    # nullable columns. A dropped column or a changed type is refused either way.
+    schema_evolution: Literal["none", "add_columns"] = "none"
     rules: RulesConfig = field(default_factory=RulesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     # Images: decoded to a float array of image_size x image_size x channels in [0, 1].

@@ -115,6 +115,7 @@ def has_gpu() -> bool:
 # carry @pytest.mark.slow themselves.
 SLOW_MODULES = frozenset(
     {
+        "test_any_table",
         "test_batch_infer",
         "test_bench",
         "test_cluster",

@@ -41,6 +41,7 @@ from pipeline.config import Config
 from pipeline.errors import DataError
 from pipeline.ingest.classify import classify
 from pipeline.ingest.dedup import drop_seen, keep_first
+from pipeline.ingest.ledger import pending_files, read_location, record_files
 from pipeline.ingest.read_errors import name_unreadable_file
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
 from pipeline.ingest.splits import SPLITS, assign_split
@@ -100,7 +101,8 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     """Ingest `cfg.data.source` into `cfg.data.table_name` and its rejects table."""
     data = cfg.data
     location = resolve_source(data.source)
-    files = list_source_files(data.source, location, data.format)
+    every_file = list_source_files(data.source, location, data.format)
+    files = pending_files(spark, cfg, every_file)
     clean_path = cfg.table_path(data.table_name)
     rejects_path = cfg.table_path(rejects_table_name(data.table_name))
     app_id = APP_PREFIX + fingerprint(files) if data.mode == "append" else None
@@ -111,9 +113,12 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
         "files": len(files),
         "mode": data.mode,
     }
-    if app_id is not None and all(
-        transaction_version(p, app_id) is not None for p in (clean_path, rejects_path)
+    if not files or (
+        app_id is not None
+        and all(transaction_version(p, app_id) is not None for p in (clean_path, rejects_path))
     ):
+        if files:  # a job that died before recording its files: record them now
+            record_files(spark, cfg, files, app_id)
         _logger.info("%s: input already ingested (%s); nothing to do", clean_path, app_id)
         return IngestResult(
             **base,
@@ -130,7 +135,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     persisted: list[DataFrame] = []
     try:
         with name_unreadable_file(files, data.format):
-            judged = classify(spark, data, location)
+            judged = classify(spark, data, read_location(location, files, every_file))
             persisted.append(judged.df.persist(CACHE))
             # A de-duplicating append that loses a commit race re-reads the tables and retries.
             summary = with_commit_retries(
@@ -138,6 +143,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
                 cfg.lake,
                 f"ingest of {location}",
             )
+            record_files(spark, cfg, files, app_id)
             return IngestResult(**base, **summary)
     finally:
         for df in persisted:
@@ -223,6 +229,7 @@ def _ingest(
             description=f"{data.name}: clean rows ingested from {data.source}",
             dedup_key=tuple(key) if dedup else (),
             read_version=clean_base,
+            schema_evolution=data.schema_evolution,
         ),
         cfg.lake,
     )

@@ -112,6 +112,8 @@ class WriteRequest:
     transform: ArrowTransform | None = None
     dedup_key: tuple[str, ...] = ()
     read_version: int | None = None
+    # data.schema_evolution: `add_columns` lets an append add nullable columns.
+    schema_evolution: Literal["none", "add_columns"] = "none"
 
     def __post_init__(self) -> None:
         if self.mode not in ("append", "overwrite"):
@@ -146,6 +148,7 @@ class WritePlan:
     # for an overwrite; a plain append has none (it conflicts with nothing).
     base_version: int | None
     checked: bool
+    added_columns: tuple[str, ...] = ()  # new nullable columns this append adds
 
 
 class TableWriter(Protocol):
