@@ -124,6 +124,7 @@ SLOW_MODULES = frozenset(
         "test_generate",
         "test_harness",
         "test_ingest",
+        "test_ingest_evolution",
         "test_job_errors",
         "test_mlflow_server",
         "test_security",

@@ -215,7 +215,7 @@ def test_schema_evolution_adds_nullable_columns_only_when_asked(
 ) -> None:
     path = str(lake / "evolve")
     write_table(spark, _frame(spark, 0, 5), path, LakeConfig())
-    wider = _frame(spark, 5, 8).withColumn("extra", F.lit("new"))
+    wider = _frame(spark, 5, 3).withColumn("extra", F.lit("new"))
     with pytest.raises(
         LakeError, match=r"column\(s\) \['extra'\] that the table lacks.*schema_evolution=add_col"
     ):
@@ -228,7 +228,7 @@ def test_schema_evolution_adds_nullable_columns_only_when_asked(
     got = {r.id: r.extra for r in rows.select("id", "extra").collect()}
     assert got == {**dict.fromkeys(range(5)), **dict.fromkeys(range(5, 8), "new")}
     # a changed type or a dropped column is refused whatever the setting
-    narrower = _frame(spark, 8, 9).drop("group").withColumn("extra", F.lit(1))
+    narrower = _frame(spark, 8, 1).drop("group").withColumn("extra", F.lit(1))
     with pytest.raises(LakeError, match=r"lack column\(s\) \['group'\]; changed type: 'extra'"):
         prepare_write(
             spark, WriteRequest(narrower, path, schema_evolution="add_columns"), LakeConfig()

@@ -22,6 +22,7 @@ from pipeline.bench.infer import bench_infer
 from pipeline.bench.ingest import bench_ingest
 from pipeline.bench.memory import bench_memory
 from pipeline.bench.read import bench_read
+from pipeline.bench.snapshot import bench_snapshot
 from pipeline.bench.table import load_table
 from pipeline.bench.tracking import bench_tracking
 from pipeline.bench.workspace import Workspace, bench_config
@@ -33,7 +34,7 @@ from pipeline.ingest.synthetic import generate_raw, write_raw
 
 _logger = logging.getLogger(__name__)
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B10")
 
 
 def _load() -> list[float]:
@@ -72,6 +73,7 @@ def run_bench(
         ("B5", lambda: [bench_infer(spark, cfg, ws, table)]),
         ("B6", lambda: [bench_memory(cfg, ws, table, memory_rows)]),
         ("B7", lambda: [bench_tracking(cfg, ws, table)]),
+        ("B10", lambda: [bench_snapshot(spark, cfg, ws, table)]),
     ]
     for key, stage in stages:
         # B3 and B4 come from the same launches
@@ -102,4 +104,4 @@ def run_bench(
         "load_average_end": _load(),
         "seconds": round(time.time() - started, 1),
     }
-    return Report(figures=sorted(figures, key=lambda f: f.key), context=context)
+    return Report(figures=sorted(figures, key=lambda f: int(f.key[1:])), context=context)

@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import logging
 
-from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from pipeline.config import Config
 from pipeline.ingest.sources import SourceFile
-from pipeline.lake import WriteRequest, prepare_write, read_table, table_exists
+from pipeline.lake import table_exists, transaction_version
 
 _logger = logging.getLogger(__name__)
 
-SCHEMA = StructType(
-    [
-        StructField("path", StringType()),
-        StructField("size", LongType()),
-        StructField("mtime_ns", LongType()),
-    ]
-)
+SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())])
 # Tabular formats are read file by file; an image folder's labels come from its layout,
 # so it is read whole and only an unchanged folder is skipped (by its fingerprint).
 BY_FILE_FORMATS = ("csv", "json", "parquet")
@@ -44,7 +37,7 @@ def _key(f: SourceFile) -> tuple[str, int, int]:
     return (f.path, f.size, f.mtime_ns)
 
 
-def pending_files(spark: SparkSession, cfg: Config, files: list[SourceFile]) -> list[SourceFile]:
+def pending_files(cfg: Config, files: list[SourceFile]) -> list[SourceFile]:
     """The files an append still has to read: those not recorded as ingested."""
     path = cfg.table_path(ledger_table_name(cfg.data.table_name))
     if cfg.data.mode != "append" or cfg.data.format not in BY_FILE_FORMATS:
@@ -53,7 +46,7 @@ def pending_files(spark: SparkSession, cfg: Config, files: list[SourceFile]) -> 
         return files
     seen = {
         (r["path"], int(r["size"]), int(r["mtime_ns"]))
-        for r in read_table(spark, path, lake=cfg.lake).collect()
+        for r in DeltaTable(path).to_pyarrow_table(columns=SCHEMA.names).to_pylist()
     }
     pending = [f for f in files if _key(f) not in seen]
     _logger.info(
@@ -77,19 +70,22 @@ def read_location(
     return [f.path for f in files]
 
 
-def record_files(
-    spark: SparkSession, cfg: Config, files: list[SourceFile], app_id: str | None
-) -> None:
-    """Record `files` as ingested, under the ingest's application transaction."""
-    rows = [(f.path, f.size, f.mtime_ns) for f in files]
-    df = spark.createDataFrame(rows, SCHEMA).withColumn("ingested_at", F.current_timestamp())
-    request = WriteRequest(
-        df,
-        cfg.table_path(ledger_table_name(cfg.data.table_name)),
-        mode=cfg.data.mode,
-        app_id=app_id,
-        app_version=0 if app_id else None,
-        min_row_groups=1,
-        description=f"{cfg.data.name}: source files ingested (path, size, modification time)",
+def record_files(cfg: Config, files: list[SourceFile], app_id: str | None) -> None:
+    """Record `files` as ingested, under the ingest's application transaction.
+
+    A few rows of bookkeeping, written from the driver by delta-rs (no Spark job): either
+    engine reads the table, and its plain protocol needs no table feature.
+    """
+    path = cfg.table_path(ledger_table_name(cfg.data.table_name))
+    if app_id is not None and transaction_version(path, app_id) is not None:
+        return
+    rows = pa.table(
+        {
+            "path": [f.path for f in files],
+            "size": [f.size for f in files],
+            "mtime_ns": [f.mtime_ns for f in files],
+        },
+        schema=SCHEMA,
     )
-    prepare_write(spark, request, cfg.lake).commit()
+    props = CommitProperties(app_transactions=[Transaction(app_id, 0)] if app_id else None)
+    write_deltalake(path, rows, mode=cfg.data.mode, commit_properties=props)

@@ -46,6 +46,7 @@ from pipeline.ingest.read_errors import name_unreadable_file
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
 from pipeline.ingest.splits import SPLITS, assign_split
 from pipeline.lake import (
+    PreparedWrite,
     WriteRequest,
     prepare_write,
     read_table,
@@ -53,6 +54,7 @@ from pipeline.lake import (
     version_if_exists,
     with_commit_retries,
 )
+from pipeline.lake.upsert import prepare_upsert
 
 _logger = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ class IngestResult:
     reject_rules: dict[str, int] = field(default_factory=dict)
     row_groups: int | None = None
     engine: str | None = None
+    rows_inserted: int | None = None  # data.upsert: rows with new keys
+    rows_updated: int | None = None  # data.upsert: known keys whose values changed
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,7 +106,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     data = cfg.data
     location = resolve_source(data.source)
     every_file = list_source_files(data.source, location, data.format)
-    files = pending_files(spark, cfg, every_file)
+    files = pending_files(cfg, every_file)
     clean_path = cfg.table_path(data.table_name)
     rejects_path = cfg.table_path(rejects_table_name(data.table_name))
     app_id = APP_PREFIX + fingerprint(files) if data.mode == "append" else None
@@ -118,7 +122,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
         and all(transaction_version(p, app_id) is not None for p in (clean_path, rejects_path))
     ):
         if files:  # a job that died before recording its files: record them now
-            record_files(spark, cfg, files, app_id)
+            record_files(cfg, files, app_id)
         _logger.info("%s: input already ingested (%s); nothing to do", clean_path, app_id)
         return IngestResult(
             **base,
@@ -143,7 +147,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
                 cfg.lake,
                 f"ingest of {location}",
             )
-            record_files(spark, cfg, files, app_id)
+            record_files(cfg, files, app_id)
             return IngestResult(**base, **summary)
     finally:
         for df in persisted:
@@ -161,6 +165,13 @@ def _mixed(ok: DataFrame, shuffled: bool) -> DataFrame:
     if not shuffled:
         ok = ok.repartition(col("_split_key"))
     return ok.sortWithinPartitions(F.xxhash64(col("_split_key"), F.lit(ROW_ORDER_SALT)))
+
+
+def _prepare_clean(spark: SparkSession, cfg: Config, request: WriteRequest) -> PreparedWrite:
+    """The clean table's write: an upsert by data.id (data.upsert), else a plain write."""
+    if cfg.data.upsert:
+        return prepare_upsert(spark, request, list(cfg.data.id), cfg.lake)
+    return prepare_write(spark, request, cfg.lake)
 
 
 def _ingest(
@@ -216,8 +227,9 @@ def _ingest(
     rows_rejected = sum(by_rule.values())
 
     min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
-    clean_write = prepare_write(
+    clean_write = _prepare_clean(
         spark,
+        cfg,
         WriteRequest(
             clean,
             clean_path,
@@ -231,7 +243,6 @@ def _ingest(
             read_version=clean_base,
             schema_evolution=data.schema_evolution,
         ),
-        cfg.lake,
     )
     rejects_write = prepare_write(
         spark,
@@ -262,6 +273,8 @@ def _ingest(
         "reject_rules": by_rule,
         "row_groups": clean_result.row_groups,
         "engine": clean_result.engine,
+        "rows_inserted": clean_result.inserted,
+        "rows_updated": clean_result.updated,
     }
     _logger.info("ingest of %s: %s", data.source, summary)
     return summary

@@ -39,6 +39,9 @@ class CommitResult:
     engine: Engine
     row_groups: int = 0
     files: list[str] = field(default_factory=list)
+    # An upsert's rows: inserted (new keys) and updated (known keys whose values changed).
+    inserted: int | None = None
+    updated: int | None = None
 
 
 @dataclass

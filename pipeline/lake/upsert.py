@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 from deltalake import DeltaTable
@@ -27,7 +27,7 @@ from pipeline.errors import DataError, LakeError
 from pipeline.lake import faults
 from pipeline.lake.engine import Engine, resolve_engine
 from pipeline.lake.read import _num_rows, table_exists, table_location
-from pipeline.lake.request import WriteRequest
+from pipeline.lake.request import CommitResult, PreparedWrite, WriteRequest
 from pipeline.lake.schema import arrow_schema_of
 from pipeline.lake.write import prepare_write
 
@@ -104,7 +104,7 @@ def _merge_driver(
             "has the memory"
         )
     schema = arrow_schema_of(df.schema)
-    source = pa.Table.from_batches(df._collect_as_arrow(), schema=schema)  # type: ignore[attr-defined]
+    source = pa.Table.from_batches(df._collect_as_arrow(), schema=schema)
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
     faults.kill_point(faults.BEFORE_COMMIT)
     metrics = (
@@ -127,35 +127,47 @@ _MERGERS: dict[Engine, Callable[..., UpsertResult]] = {
 }
 
 
-def upsert(
-    spark: SparkSession,
-    df: DataFrame,
-    path: str,
-    key: list[str],
-    lake: LakeConfig,
-    *,
-    min_row_groups: int | None = None,
-    description: str | None = None,
-) -> UpsertResult:
-    """Merge `df` into the table at `path` by `key` in one commit (creating it if absent)."""
+def prepare_upsert(
+    spark: SparkSession, request: WriteRequest, key: list[str], lake: LakeConfig
+) -> PreparedWrite:
+    """Plan an upsert of `request.df` by `key`; `.commit()` merges it as one version.
+
+    The input's keys are checked here, before anything is written. A table that
+    does not exist yet is created by a plain write (every row inserted).
+    """
     if not key:
         raise LakeError("an upsert needs key columns: set data.id")
-    location = table_location(path)
-    check_unique_keys(df, key)
+    location = table_location(request.path)
+    check_unique_keys(request.df, key)
     if not table_exists(location):
-        request = WriteRequest(
-            df, location, min_row_groups=min_row_groups, description=description
-        )
-        result = prepare_write(spark, request, lake).commit()
-        return UpsertResult(result.version, result.num_rows, 0, result.engine)
+        created = prepare_write(spark, request, lake)
+
+        def create(prepared: PreparedWrite) -> CommitResult:
+            result = created.commit()
+            return replace(result, inserted=result.num_rows, updated=0)
+
+        return PreparedWrite(path=location, engine=created.engine, num_rows=None, _commit=create)
     engine = resolve_engine(spark, lake)
-    result = _MERGERS[engine](spark, df, location, key, lake)
-    _logger.info(
-        "%s: upsert committed version %d (%d inserted, %d updated, %s)",
-        location,
-        result.version,
-        result.inserted,
-        result.updated,
-        engine,
-    )
-    return result
+
+    def merge(prepared: PreparedWrite) -> CommitResult:
+        merged = _MERGERS[engine](spark, request.df, location, key, lake)
+        _logger.info(
+            "%s: upsert committed version %d (%d inserted, %d updated, %s)",
+            location,
+            merged.version,
+            merged.inserted,
+            merged.updated,
+            engine,
+        )
+        return CommitResult(
+            path=location,
+            version=merged.version,
+            num_files=0,
+            num_rows=merged.inserted + merged.updated,
+            skipped=False,
+            engine=engine,
+            inserted=merged.inserted,
+            updated=merged.updated,
+        )
+
+    return PreparedWrite(path=location, engine=engine, num_rows=None, _commit=merge)
