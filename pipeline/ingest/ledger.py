@@ -27,6 +27,7 @@ SCHEMA = pa.schema([("path", pa.string()), ("size", pa.int64()), ("mtime_ns", pa
 # Tabular formats are read file by file; an image folder's labels come from its layout,
 # so it is read whole and only an unchanged folder is skipped (by its fingerprint).
 BY_FILE_FORMATS = ("csv", "json", "parquet")
+RECORD_TRIES = 3
 
 
 def ledger_table_name(table: str) -> str:
@@ -88,4 +89,12 @@ def record_files(cfg: Config, files: list[SourceFile], app_id: str | None) -> No
         schema=SCHEMA,
     )
     props = CommitProperties(app_transactions=[Transaction(app_id, 0)] if app_id else None)
-    write_deltalake(path, rows, mode=cfg.data.mode, commit_properties=props)
+    for attempt in range(RECORD_TRIES):
+        try:
+            write_deltalake(path, rows, mode=cfg.data.mode, commit_properties=props)
+            return
+        except Exception as exc:
+            # Two ingests creating the record at once: one create loses; append to the winner's.
+            if attempt == RECORD_TRIES - 1 or not table_exists(path):
+                raise
+            _logger.warning("recording ingested files in %s failed (%s); retrying", path, exc)
