@@ -39,14 +39,17 @@ DELETED_PERCENT = 1
 FIRST_STEPS = 5  # steps each rank runs after the first: only the first is timed
 
 
-def _copy_and_delete(spark: SparkSession, source: str, target: str, vectors: bool) -> None:
+def _copy_and_delete(
+    spark: SparkSession, source: str, target: str, key: str, vectors: bool
+) -> None:
     flag = "true" if vectors else "false"
     spark.sql(
         f"CREATE TABLE delta.`{target}` USING delta "
         f"TBLPROPERTIES ('delta.enableDeletionVectors' = '{flag}') "
         f"AS SELECT * FROM delta.`{source}`"
     )
-    spark.sql(f"DELETE FROM delta.`{target}` WHERE pmod(xxhash64(*), 100) < {DELETED_PERCENT}")
+    deleted = f"pmod(xxhash64(`{key}`), 100) < {DELETED_PERCENT}"
+    spark.sql(f"DELETE FROM delta.`{target}` WHERE {deleted}")
 
 
 def _start_to_first_step(spark: SparkSession, cfg: Config, path: str, table: BenchTable) -> float:
@@ -89,8 +92,9 @@ def bench_snapshot(spark: SparkSession, cfg: Config, ws: Workspace, table: Bench
             "leave B10 out with --only"
         )
     plain, vectors = str(ws.path("b10_plain")), str(ws.path("b10_vectors"))
-    _copy_and_delete(spark, table.snap.path, plain, vectors=False)
-    _copy_and_delete(spark, table.snap.path, vectors, vectors=True)
+    key = (cfg.data.id or cfg.data.features)[0]
+    _copy_and_delete(spark, table.snap.path, plain, key, vectors=False)
+    _copy_and_delete(spark, table.snap.path, vectors, key, vectors=True)
     if "deletionVectors" not in snapshot(vectors).reader_features:
         raise RuntimeError(f"B10: the copy at {vectors} has no deletion vectors")
     times: dict[str, Any] = {}

@@ -14,6 +14,7 @@ count. The input must hold each key once (see `check_unique_keys`).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -25,6 +26,7 @@ from pyspark.sql import functions as F
 from pipeline.config import LakeConfig
 from pipeline.errors import DataError, LakeError
 from pipeline.lake import faults
+from pipeline.lake.delta_spark import USER_METADATA_PREFIX, _our_commit
 from pipeline.lake.engine import Engine, resolve_engine
 from pipeline.lake.read import _num_rows, table_exists, table_location
 from pipeline.lake.request import CommitResult, PreparedWrite, WriteRequest
@@ -32,6 +34,8 @@ from pipeline.lake.schema import arrow_schema_of
 from pipeline.lake.write import prepare_write
 
 _logger = logging.getLogger(__name__)
+
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,14 @@ def _changed(columns: list[str], key: list[str]) -> str:
 def _merge_spark(
     spark: SparkSession, df: DataFrame, path: str, key: list[str], lake: LakeConfig
 ) -> UpsertResult:
-    view = "sparktrain_upsert_src"
+    write_id = uuid.uuid4().hex
+    view = f"sparktrain_upsert_{write_id}"
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
     table = "delta.`" + path.replace("`", "``") + "`"
     df.createOrReplaceTempView(view)
     faults.kill_point(faults.BEFORE_COMMIT)
+    # the commit is found by this marker: another writer may commit right after it
+    spark.conf.set(USER_METADATA_CONF, USER_METADATA_PREFIX + write_id)
     try:
         spark.sql(
             f"MERGE INTO {table} AS t USING {view} AS s ON {on} "
@@ -78,8 +85,9 @@ def _merge_spark(
             "WHEN NOT MATCHED THEN INSERT *"
         )
     finally:
+        spark.conf.unset(USER_METADATA_CONF)
         spark.catalog.dropTempView(view)
-    info = DeltaTable(path).history(limit=1)[0]
+    info = _our_commit(path, write_id)
     metrics = info.get("operationMetrics") or {}
     return UpsertResult(
         version=int(info["version"]),
