@@ -102,6 +102,13 @@ class LakeConfig:
     # A de-duplicating append that loses a race re-reads the table and tries again
     # this many times before failing with ConcurrentWriteError.
     commit_retries: int = bounded(3, ge=0)
+    # Tables Petastorm cannot stream (partitioned, deletion vectors, column mapping, no
+    # split column) are trained on from a Parquet copy of the pinned version made once
+    # with Spark: kept here ("" = <root>/_snapshots), the newest `snapshot_keep` per table.
+    snapshot_dir: str = ""
+    snapshot_keep: int = bounded(2, ge=1)
+    # data.upsert on delta-rs merges in the driver: allowed up to this many rows (table + input).
+    driver_merge_max_rows: int = bounded(1_000_000, ge=0)
 
     def __post_init__(self) -> None:
         if self.engine not in ("auto", "delta-spark", "delta-rs"):
@@ -219,6 +226,11 @@ class DataConfig:
     table: str = ""
     version: int | None = bounded(None, ge=0)
     mode: Literal["append", "overwrite"] = "append"
+    # On append: `none` refuses columns the table lacks; `add_columns` adds them as
+    # nullable columns. A dropped column or a changed type is refused either way.
+    schema_evolution: Literal["none", "add_columns"] = "none"
+    # Merge rows by data.id on append: a changed row replaces the old one (pipeline.lake.upsert).
+    upsert: bool = False
     rules: RulesConfig = field(default_factory=RulesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     # Images: decoded to a float array of image_size x image_size x channels in [0, 1].
@@ -234,6 +246,14 @@ class DataConfig:
     @property
     def table_name(self) -> str:
         return self.table or self.name
+
+    def __post_init__(self) -> None:
+        if self.upsert and (not self.id or self.rules.dedup_key or self.mode != "append"):
+            raise ConfigError(
+                "data.upsert=true merges appended rows into the table by data.id: set data.id "
+                "(e.g. data.id=[customer_id]), leave data.rules.dedup_key empty (an upsert "
+                "replaces known keys instead of dropping them) and keep data.mode=append"
+            )
 
 
 @dataclass(kw_only=True)

@@ -116,6 +116,7 @@ def has_gpu() -> bool:
 # carry @pytest.mark.slow themselves.
 SLOW_MODULES = frozenset(
     {
+        "test_any_table",
         "test_batch_infer",
         "test_bench",
         "test_cluster",
@@ -124,6 +125,7 @@ SLOW_MODULES = frozenset(
         "test_generate",
         "test_harness",
         "test_ingest",
+        "test_ingest_evolution",
         "test_job_errors",
         "test_mlflow_server",
         "test_objectstore",

@@ -1,4 +1,4 @@
-"""Benchmarks: `jobs/bench.py --quick` writes every figure B1..B7, sane and consistent.
+"""Benchmarks: `jobs/bench.py --quick` writes every figure B1..B8 and B10, sane and consistent.
 
 Only the quick size runs here, to prove the benchmark code works end to end on
 real Spark, Delta, Horovod, TorchDistributor and MLflow. No timing is asserted:
@@ -30,6 +30,7 @@ UNITS = {
     "B6": "MiB",
     "B7": "s/epoch",
     "B8": "epochs",
+    "B10": "s",
 }
 QUICK = load_config(REPO / "conf" / "bench.yaml").bench
 
@@ -65,7 +66,7 @@ def _check_pair(key: str, pair: dict[str, Any]) -> None:
 
 def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
     data = quick_run["json"]
-    assert sorted(k for k in data if k != "context") == list(ALL)
+    assert sorted(k for k in data if k != "context") == sorted(ALL)
     for key in ALL:
         figure = data[key]
         _check_pair(key, figure)
@@ -85,6 +86,14 @@ def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
     assert data["B4"]["start to first step"]["units"] == "s"
     _check_pair("B5 limit", data["B5"]["vs limit"])
     _check_pair("B2 raw scan", data["B2"]["vs raw scan"])
+    _check_pair("B10 second", data["B10"]["second run (snapshot reused)"])
+    # B10: the plain copy streamed, the deletion-vector copy was made once, then reused
+    assert set(data["B10"]["details"]) == {
+        "plain_before_s",
+        "vectors_first_s",
+        "vectors_second_s",
+        "plain_after_s",
+    }
     assert data["context"]["quick"] is True
     assert data["context"]["raw_rows"] == QUICK.quick_rows
 
@@ -129,6 +138,7 @@ def test_quick_run_prints_the_table_and_summary(quick_run: dict[str, Any]) -> No
     assert "| B4 start to first step |" in table
     assert "| B5 vs limit |" in table
     assert "| B2 vs raw scan |" in table
+    assert "| B10 second run (snapshot reused) |" in table
 
 
 # ----------------------------------------------------------------- no Spark needed

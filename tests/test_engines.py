@@ -154,7 +154,16 @@ def test_concurrent_ingest_jobs_keep_the_contract(tmp_path: Path, lake_engine: s
     keys (the loser re-reads and retries), two overwrites (exactly one wins), two plain
     appends of different keys (both land)."""
     raw = pd.read_csv(resolve_source("pkg://palmerpenguins/data/penguins-raw.csv"), dtype=str)
-    parts = {"a": raw.iloc[:220], "b": raw.iloc[120:], "c": raw.iloc[:100], "d": raw.iloc[250:]}
+    # e and f repeat c and d as new files: an append reads only files the table has not
+    # ingested before (pipeline.ingest.ledger), and the overwrite round ingests c or d.
+    parts = {
+        "a": raw.iloc[:220],
+        "b": raw.iloc[120:],
+        "c": raw.iloc[:100],
+        "d": raw.iloc[250:],
+        "e": raw.iloc[:100],
+        "f": raw.iloc[250:],
+    }
     files = {}
     for name, frame in parts.items():
         (tmp_path / name).mkdir()
@@ -181,7 +190,7 @@ def test_concurrent_ingest_jobs_keep_the_contract(tmp_path: Path, lake_engine: s
     assert len(_keys(clean)) == summary_of(winner)["rows_ok"]
 
     rows_before = len(_keys(clean))
-    plain = _race(tmp_path, "plain", [files["c"], files["d"]], "data.rules.dedup_key=[]")
+    plain = _race(tmp_path, "plain", [files["e"], files["f"]], "data.rules.dedup_key=[]")
     assert [p.returncode for p in plain] == [0, 0], [p.stderr[-3000:] for p in plain]
     added = sum(summary_of(p)["rows_ok"] for p in plain)
     assert len(_keys(clean)) == rows_before + added

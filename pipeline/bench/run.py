@@ -1,4 +1,4 @@
-"""One bench run: synthetic raw data -> B1..B8 side by side -> a report (table + JSON).
+"""One bench run: synthetic raw data -> B1..B8 and B10 side by side -> a report (table + JSON).
 
 Order matters only for what each benchmark needs: B1 ingests the table that
 B2-B7 read, and B5 trains the model it scores. Every benchmark of the run uses
@@ -22,6 +22,7 @@ from pipeline.bench.infer import bench_infer
 from pipeline.bench.ingest import bench_ingest
 from pipeline.bench.memory import bench_memory
 from pipeline.bench.read import bench_read
+from pipeline.bench.snapshot import bench_snapshot
 from pipeline.bench.table import load_table
 from pipeline.bench.tracking import bench_tracking
 from pipeline.bench.tune import bench_tune
@@ -34,7 +35,7 @@ from pipeline.ingest.synthetic import generate_raw, write_raw
 
 _logger = logging.getLogger(__name__)
 
-ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+ALL = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B10")
 
 
 def _load() -> list[float]:
@@ -74,6 +75,7 @@ def run_bench(
         ("B6", lambda: [bench_memory(cfg, ws, table, memory_rows)]),
         ("B7", lambda: [bench_tracking(cfg, ws, table)]),
         ("B8", lambda: [bench_tune(spark, cfg, ws, quick)]),
+        ("B10", lambda: [bench_snapshot(spark, cfg, ws, table)]),
     ]
     for key, stage in stages:
         # B3 and B4 come from the same launches
@@ -104,4 +106,4 @@ def run_bench(
         "load_average_end": _load(),
         "seconds": round(time.time() - started, 1),
     }
-    return Report(figures=sorted(figures, key=lambda f: f.key), context=context)
+    return Report(figures=sorted(figures, key=lambda f: int(f.key[1:])), context=context)

@@ -47,6 +47,7 @@ from pipeline.contract.serving import output_schema
 from pipeline.errors import InferenceError
 from pipeline.infer.model_ref import ModelRef, default_model_uri, resolve
 from pipeline.infer.scoring import BatchScorer
+from pipeline.ingest.splits import with_split
 from pipeline.lake import (
     ArrowTransform,
     PreparedWrite,
@@ -213,6 +214,20 @@ def unreported_null_keys(
     return rows.where(~null_key | ~file_name.isin(*sorted({os.path.basename(f) for f in before})))
 
 
+def _with_split(rows: DataFrame, cfg: Config, input_path: str) -> DataFrame:
+    """The rows with their `split`: the table's own column, else the one training computed
+    from data.id (the same rule, pipeline.ingest.splits.with_split)."""
+    if "split" in rows.columns:
+        return rows
+    if not cfg.data.id:
+        raise InferenceError(
+            f"infer.split={cfg.infer.split} but input table '{input_path}' has no 'split' column "
+            "and data.id is not set to compute it from; set data.id as training had it, or "
+            "unset infer.split to score every row"
+        )
+    return with_split(rows, list(cfg.data.id), cfg.data.split)
+
+
 def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
     client = MlflowClient(
         tracking_uri=cfg.tracking.tracking_uri(), registry_uri=cfg.tracking.tracking_uri()
@@ -241,7 +256,7 @@ def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
         )
     rows = read_table(spark, input_path, snap.version, cfg.lake)
     if cfg.infer.split:
-        rows = rows.where(F.col("split") == cfg.infer.split)
+        rows = _with_split(rows, cfg, input_path).where(F.col("split") == cfg.infer.split)
     model = load_model(spark, ref)
     check_schema(rows, model, keys, input_path)
 

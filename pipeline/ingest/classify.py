@@ -31,7 +31,9 @@ def _key_columns(data: DataConfig, fallback: list[str]) -> list[str]:
     return data.id or fallback
 
 
-def classify_tabular(spark: SparkSession, data: DataConfig, location: str) -> Classified:
+def classify_tabular(
+    spark: SparkSession, data: DataConfig, location: str | list[str]
+) -> Classified:
     raw, header = read_tabular(spark, data, location)
     refs = [rules.raw_ref(i) for i in range(len(header))]
     raw = raw.select(
@@ -139,9 +141,12 @@ def classify_sequences(spark: SparkSession, data: DataConfig, location: str) -> 
     return Classified(out, clean)
 
 
-def classify(spark: SparkSession, data: DataConfig, location: str) -> Classified:
+def classify(spark: SparkSession, data: DataConfig, location: str | list[str]) -> Classified:
+    """`location`: the source, or the files of it still to ingest (tabular formats only)."""
     if data.format == "images":
+        assert isinstance(location, str)  # an image folder is read whole (see ingest.ledger)
         return classify_images(spark, data, location)
     if data.format == "ts":
+        assert isinstance(location, str)  # a .ts source is read whole (see ingest.ledger)
         return classify_sequences(spark, data, location)
     return classify_tabular(spark, data, location)

@@ -10,6 +10,7 @@ failure in words. Rows with no failure are clean.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,8 @@ NUMERIC_TYPES = {"double", "float", "int", "integer", "long", "bigint", "short",
 SCALAR_TYPES = NUMERIC_TYPES | {"string", "boolean", "date", "timestamp"}
 _DECIMAL = re.compile(r"decimal\(\s*\d+\s*,\s*\d+\s*\)")
 REASON_VALUE_CHARS = 80
+
+_logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,23 @@ def plan_columns(header: list[str], data: DataConfig) -> list[ColumnPlan]:
                 f"data.keep names {unknown}{did_you_mean(unknown[0], seen)}, which the data does "
                 f"not have (clean columns: {sorted(seen)}); fix data.keep"
             )
+        warn_dropped_by_keep(plans, data)
         plans = [p for p in plans if p.clean in data.keep]
     return plans
+
+
+def warn_dropped_by_keep(plans: list[ColumnPlan], data: DataConfig) -> None:
+    """Name the source columns `data.keep` leaves out that the config does not know (not in
+    data.schema or data.rename): a new column in a delivery is never dropped silently."""
+    known = set(data.schema) | set(data.rename.values())
+    extra = [p.clean for p in plans if p.clean not in data.keep and p.clean not in known]
+    if extra:
+        _logger.warning(
+            "data.keep drops column(s) %s that the source has but the config does not name: "
+            "add them to data.keep (with data.schema_evolution=add_columns to add them to an "
+            "existing table), or to data.schema to acknowledge them",
+            extra,
+        )
 
 
 def check_rule_columns(columns: dict[str, str], data: DataConfig) -> None:

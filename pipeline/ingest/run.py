@@ -41,10 +41,12 @@ from pipeline.config import Config
 from pipeline.errors import DataError
 from pipeline.ingest.classify import classify
 from pipeline.ingest.dedup import drop_seen, keep_first
+from pipeline.ingest.ledger import pending_files, read_location, record_files
 from pipeline.ingest.read_errors import name_unreadable_file
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
 from pipeline.ingest.splits import SPLITS, assign_split
 from pipeline.lake import (
+    PreparedWrite,
     WriteRequest,
     prepare_write,
     read_table,
@@ -52,6 +54,7 @@ from pipeline.lake import (
     version_if_exists,
     with_commit_retries,
 )
+from pipeline.lake.upsert import prepare_upsert
 
 _logger = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ class IngestResult:
     reject_rules: dict[str, int] = field(default_factory=dict)
     row_groups: int | None = None
     engine: str | None = None
+    rows_inserted: int | None = None  # data.upsert: rows with new keys
+    rows_updated: int | None = None  # data.upsert: known keys whose values changed
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,7 +105,8 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     """Ingest `cfg.data.source` into `cfg.data.table_name` and its rejects table."""
     data = cfg.data
     location = resolve_source(data.source)
-    files = list_source_files(data.source, location, data.format)
+    every_file = list_source_files(data.source, location, data.format)
+    files = pending_files(cfg, every_file)
     clean_path = cfg.table_path(data.table_name)
     rejects_path = cfg.table_path(rejects_table_name(data.table_name))
     app_id = APP_PREFIX + fingerprint(files) if data.mode == "append" else None
@@ -111,9 +117,12 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
         "files": len(files),
         "mode": data.mode,
     }
-    if app_id is not None and all(
-        transaction_version(p, app_id) is not None for p in (clean_path, rejects_path)
+    if not files or (
+        app_id is not None
+        and all(transaction_version(p, app_id) is not None for p in (clean_path, rejects_path))
     ):
+        if files:  # a job that died before recording its files: record them now
+            record_files(cfg, files, app_id)
         _logger.info("%s: input already ingested (%s); nothing to do", clean_path, app_id)
         return IngestResult(
             **base,
@@ -130,7 +139,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     persisted: list[DataFrame] = []
     try:
         with name_unreadable_file(files, data.format):
-            judged = classify(spark, data, location)
+            judged = classify(spark, data, read_location(location, files, every_file))
             persisted.append(judged.df.persist(CACHE))
             # A de-duplicating append that loses a commit race re-reads the tables and retries.
             summary = with_commit_retries(
@@ -138,6 +147,7 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
                 cfg.lake,
                 f"ingest of {location}",
             )
+            record_files(cfg, files, app_id)
             return IngestResult(**base, **summary)
     finally:
         for df in persisted:
@@ -155,6 +165,13 @@ def _mixed(ok: DataFrame, shuffled: bool) -> DataFrame:
     if not shuffled:
         ok = ok.repartition(col("_split_key"))
     return ok.sortWithinPartitions(F.xxhash64(col("_split_key"), F.lit(ROW_ORDER_SALT)))
+
+
+def _prepare_clean(spark: SparkSession, cfg: Config, request: WriteRequest) -> PreparedWrite:
+    """The clean table's write: an upsert by data.id (data.upsert), else a plain write."""
+    if cfg.data.upsert:
+        return prepare_upsert(spark, request, list(cfg.data.id), cfg.lake)
+    return prepare_write(spark, request, cfg.lake)
 
 
 def _ingest(
@@ -210,8 +227,9 @@ def _ingest(
     rows_rejected = sum(by_rule.values())
 
     min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
-    clean_write = prepare_write(
+    clean_write = _prepare_clean(
         spark,
+        cfg,
         WriteRequest(
             clean,
             clean_path,
@@ -223,8 +241,8 @@ def _ingest(
             description=f"{data.name}: clean rows ingested from {data.source}",
             dedup_key=tuple(key) if dedup else (),
             read_version=clean_base,
+            schema_evolution=data.schema_evolution,
         ),
-        cfg.lake,
     )
     rejects_write = prepare_write(
         spark,
@@ -255,6 +273,8 @@ def _ingest(
         "reject_rules": by_rule,
         "row_groups": clean_result.row_groups,
         "engine": clean_result.engine,
+        "rows_inserted": clean_result.inserted,
+        "rows_updated": clean_result.updated,
     }
     _logger.info("ingest of %s: %s", data.source, summary)
     return summary

@@ -147,7 +147,7 @@ def _all_strings(names: list[str]) -> StructType:
 
 
 def read_tabular(
-    spark: SparkSession, data: DataConfig, location: str
+    spark: SparkSession, data: DataConfig, location: str | list[str]
 ) -> tuple[DataFrame, list[str]]:
     """Raw rows as strings, plus `_corrupt_record`, `_line_rule`, `_line_reason`,
     `_source_file` and `_row_id`; and the header."""
@@ -166,7 +166,7 @@ def read_tabular(
         reader = spark.read.options(**options, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT)
         df = reader.schema(_all_strings(names)).json(location)
     elif data.format == "parquet":
-        typed = spark.read.parquet(location)
+        typed = spark.read.parquet(*([location] if isinstance(location, str) else location))
         names = typed.columns
         df = typed.select(
             *[col(n).cast("string").alias(n) for n in names],
@@ -200,7 +200,7 @@ def _whole_file_options(options: dict[str, str]) -> bool:
 
 
 def read_csv_lines(
-    spark: SparkSession, data: DataConfig, location: str
+    spark: SparkSession, data: DataConfig, location: str | list[str]
 ) -> tuple[DataFrame, list[str]]:
     """CSV rows parsed line by line, so that no line can fail the read.
 

@@ -18,6 +18,8 @@ SPLIT_BUCKETS = 10_000
 SPLITS = ("train", "val", "test")
 KEY_SEPARATOR = "\u001f"  # unit separator: cannot be confused with ordinary text
 NULL_MARK = "\u0000"
+# Part of the key of every cached copy that carries a computed split: change it with the rule.
+RULE_VERSION = "xxhash64-seed42-v1"
 
 
 def split_key(columns: list[Column]) -> Column:
@@ -57,3 +59,18 @@ def assign_split(df: DataFrame, key_column: str, fractions: SplitConfig) -> Data
         split = carved_split(F.col(key_column), F.col(SOURCE_SPLIT), fractions)
         return df.withColumn("split", split)
     return df.withColumn("split", split_of(F.col(key_column), fractions))
+
+
+def split_variant(id_columns: list[str], fractions: SplitConfig) -> str:
+    """What the split of `with_split` depends on, for keying a copy of rows that carry it."""
+    return (
+        f"split:{RULE_VERSION}:{KEY_SEPARATOR.join(id_columns)}:"
+        f"{fractions.train}/{fractions.val}/{fractions.test}"
+    )
+
+
+def with_split(df: DataFrame, id_columns: list[str], fractions: SplitConfig) -> DataFrame:
+    """Add the `split` ingest gives a row with these `data.id` values: the same key (the typed
+    values as strings, nulls marked) hashed by the same rule, so both always agree."""
+    key = split_key([F.col("`" + c.replace("`", "``") + "`") for c in id_columns])
+    return df.withColumn("split", split_of(key, fractions))

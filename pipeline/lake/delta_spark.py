@@ -101,6 +101,8 @@ def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> No
         writer = writer.partitionBy(*plan.partition_by)
     if req.mode == "overwrite":
         writer = writer.option("overwriteSchema", "true")
+    elif plan.added_columns:
+        writer = writer.option("mergeSchema", "true")  # adds them in the same commit
     writer.save(plan.path)
 
 
@@ -111,6 +113,8 @@ def _merge(spark: SparkSession, df: DataFrame, plan: WritePlan, write_id: str) -
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in req.dedup_key)
     table = "delta.`" + plan.path.replace("`", "``") + "`"
     settings = {_TXN_CONFS[2]: USER_METADATA_PREFIX + write_id}
+    if plan.added_columns:  # MERGE adds the source's new columns in the same commit
+        settings["spark.databricks.delta.schema.autoMerge.enabled"] = "true"
     if req.app_id is not None:
         settings[_TXN_CONFS[0]] = req.app_id
         settings[_TXN_CONFS[1]] = str(req.app_version)

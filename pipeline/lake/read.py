@@ -3,7 +3,13 @@
 Spark reads the exact Parquet files of a snapshot (`spark.read.parquet(*files)`)
 when delta-spark is not on the classpath. That is only correct when every file
 of the version is read whole, so tables with reader features that change what a
-file means (deletion vectors, column mapping, type widening) are refused.
+file means (deletion vectors, column mapping, type widening) are refused there.
+delta-spark honours them; a reader feature neither path honours is refused by
+`snapshot(check=True)` (see `check_supported`).
+
+deltalake 1.6.6 opens the metadata of such tables (version, protocol, file
+list, history, transactions) and refuses only to read their rows, so metadata
+reads stay on delta-rs whatever the engine.
 """
 
 from __future__ import annotations
@@ -27,6 +33,14 @@ _logger = logging.getLogger(__name__)
 
 # Reader features that do not change which rows or columns a Parquet file holds.
 SAFE_READER_FEATURES = frozenset({"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"})
+# Reader features delta-spark 3.3.2 honours when it reads the rows (its TableFeature classes):
+# a table with any other reader feature cannot be read correctly by either path.
+DELTA_SPARK_READER_FEATURES = SAFE_READER_FEATURES | {
+    "deletionVectors",
+    "columnMapping",
+    "typeWidening",
+    "typeWidening-preview",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,8 @@ class Snapshot:
     num_rows: int | None
     schema: pa.Schema
     partition_columns: list[str]
+    reader_features: tuple[str, ...] = ()
+    column_mapping: str = "none"
 
     @property
     def uri(self) -> str:
@@ -68,6 +84,24 @@ def _open(path: str, version: int | None = None) -> DeltaTable:
                 "have been cleaned up by VACUUM or log retention. Pin a newer version."
             ) from exc
     return table
+
+
+def check_supported(table: DeltaTable, path: str) -> None:
+    """Refuse reader features that neither read path honours (see README "Delta engines")."""
+    protocol = table.protocol()
+    features = set(protocol.reader_features or [])
+    unknown = sorted(features - DELTA_SPARK_READER_FEATURES)
+    if unknown or protocol.min_reader_version > 3:
+        what = f"reader feature(s) {unknown}" if unknown else ""
+        if protocol.min_reader_version > 3:
+            what = f"{what} and " if what else ""
+            what += f"reader version {protocol.min_reader_version}"
+        raise LakeError(
+            f"table '{path}' uses {what}, which this service cannot read correctly with "
+            f"delta-spark 3.3.2 or delta-rs (supported: {sorted(DELTA_SPARK_READER_FEATURES)}). "
+            "Rewrite the table without it (e.g. ALTER TABLE ... DROP FEATURE, or copy it with "
+            "CREATE TABLE ... AS SELECT in an engine that reads it), then pin the new version"
+        )
 
 
 def check_readable(table: DeltaTable, path: str) -> None:
@@ -119,10 +153,15 @@ def _num_rows(table: DeltaTable) -> int | None:
 
 
 def snapshot(path: str, version: int | None = None, check: bool = True) -> Snapshot:
-    """Pin a table at `version` (latest if None) and list its exact files."""
+    """Pin a table at `version` (latest if None) and list its exact files.
+
+    `check` refuses tables neither read path can honour. `num_rows` counts the
+    rows of the files, before deletion vectors: an upper bound where the table has them.
+    """
     table = _open(path, version)
     if check:
-        check_readable(table, path)
+        check_supported(table, path)
+    config = table.metadata().configuration or {}
     return Snapshot(
         path=path,
         version=table.version(),
@@ -130,6 +169,8 @@ def snapshot(path: str, version: int | None = None, check: bool = True) -> Snaps
         num_rows=_num_rows(table),
         schema=_to_pyarrow_schema(table),
         partition_columns=list(table.metadata().partition_columns),
+        reader_features=tuple(sorted(table.protocol().reader_features or [])),
+        column_mapping=config.get("delta.columnMapping.mode", "none"),
     )
 
 
@@ -208,6 +249,7 @@ def read_table(
             reader = reader.option("versionAsOf", version)
         return reader.load(location)
     snap = snapshot(location, version)
+    check_readable(_open(location, snap.version), location)
     schema = spark_schema_of(snap.schema)
     if not snap.files:
         return spark.createDataFrame([], schema)

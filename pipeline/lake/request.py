@@ -39,6 +39,9 @@ class CommitResult:
     engine: Engine
     row_groups: int = 0
     files: list[str] = field(default_factory=list)
+    # An upsert's rows: inserted (new keys) and updated (known keys whose values changed).
+    inserted: int | None = None
+    updated: int | None = None
 
 
 @dataclass
@@ -112,6 +115,8 @@ class WriteRequest:
     transform: ArrowTransform | None = None
     dedup_key: tuple[str, ...] = ()
     read_version: int | None = None
+    # data.schema_evolution: `add_columns` lets an append add nullable columns.
+    schema_evolution: Literal["none", "add_columns"] = "none"
 
     def __post_init__(self) -> None:
         if self.mode not in ("append", "overwrite"):
@@ -146,6 +151,7 @@ class WritePlan:
     # for an overwrite; a plain append has none (it conflicts with nothing).
     base_version: int | None
     checked: bool
+    added_columns: tuple[str, ...] = ()  # new nullable columns this append adds
 
 
 class TableWriter(Protocol):

@@ -56,21 +56,43 @@ def _normalise(dtype: pa.DataType) -> pa.DataType:
     return dtype
 
 
-def schema_differences(table: pa.Schema, incoming: pa.Schema) -> list[str]:
-    """Human-readable differences between a table's schema and data to append to it."""
-    problems: list[str] = []
+def check_append_schema(
+    path: str, table: pa.Schema, incoming: pa.Schema, evolution: str
+) -> list[str]:
+    """The columns an append adds to the table; refuses what no setting allows.
+
+    `evolution` is `data.schema_evolution`: `none` refuses new columns, `add_columns`
+    adds them (nullable: older rows read as null). A column the rows lack or a
+    changed type is refused whatever the setting: either would lose or rewrite
+    what is already committed.
+    """
     have = {f.name: _normalise(f.type) for f in table}
     new = {f.name: _normalise(f.type) for f in incoming}
-    missing = [n for n in have if n not in new]
-    extra = [n for n in new if n not in have]
-    if missing:
-        problems.append(f"missing columns {missing}")
-    if extra:
-        problems.append(f"new columns {extra}")
-    for name in have.keys() & new.keys():
-        if have[name] != new[name]:
-            problems.append(f"column '{name}' is {have[name]} in the table but {new[name]} here")
-    return sorted(problems)
+    dropped = [n for n in have if n not in new]
+    added = [n for n in new if n not in have]
+    changed = [
+        f"'{n}' is {have[n]} in the table but {new[n]} in the new rows"
+        for n in have
+        if n in new and have[n] != new[n]
+    ]
+    problems = []
+    if dropped:
+        problems.append(f"the new rows lack column(s) {dropped}")
+    if changed:
+        problems.append(f"changed type: {'; '.join(changed)}")
+    if problems:
+        raise LakeError(
+            f"cannot append to '{path}': {'; '.join(problems)}. Appends never drop a column or "
+            "change its type (data.schema_evolution only adds columns): make the data match "
+            "the table (data.schema, data.keep), or replace the table with data.mode=overwrite"
+        )
+    if added and evolution != "add_columns":
+        raise LakeError(
+            f"cannot append to '{path}': the new rows have column(s) {added} that the table "
+            "lacks. Set data.schema_evolution=add_columns to add them as nullable columns, or "
+            "leave them out with data.keep"
+        )
+    return added
 
 
 def check_partition_columns(schema: pa.Schema, partition_by: list[str]) -> None:

@@ -62,7 +62,7 @@ from pipeline.lake.request import (
     WritePlan,
     WriteRequest,
 )
-from pipeline.lake.schema import arrow_schema_of, check_partition_columns, schema_differences
+from pipeline.lake.schema import arrow_schema_of, check_append_schema, check_partition_columns
 
 _logger = logging.getLogger(__name__)
 
@@ -154,19 +154,17 @@ def prepare_write(spark: SparkSession, request: WriteRequest, lake: LakeConfig) 
         _check_not_other_data(path)
     parts, table = _resolve_partitions(path, request.mode, request.partition_by, exists)
     check_partition_columns(schema, parts)
+    added: list[str] = []
     if table is not None and request.mode == "append":
-        problems = schema_differences(_to_pyarrow_schema(table), schema)
-        if problems:
-            raise LakeError(
-                f"cannot append to '{path}': its schema differs ({'; '.join(problems)}). "
-                "Make the data match the table, or replace the table with mode='overwrite'"
-            )
+        added = check_append_schema(
+            path, _to_pyarrow_schema(table), schema, request.schema_evolution
+        )
     checked = bool(request.dedup_key) or request.mode == "overwrite"
     if request.dedup_key:
         base = request.read_version
     else:
         base = table.version() if table is not None else None
-    plan = WritePlan(request, path, parts, schema, exists, min_groups, base, checked)
+    plan = WritePlan(request, path, parts, schema, exists, min_groups, base, checked, tuple(added))
     return WRITERS[engine].prepare(spark, plan, lake)
 
 
@@ -317,6 +315,15 @@ def _commit_version(path: str, write_id: str) -> int:
     return table.version()
 
 
+def _add_columns(path: str, schema: pa.Schema, names: tuple[str, ...]) -> None:
+    """Add nullable columns in a commit of their own, just before the rows' commit: delta-rs's
+    write transaction keeps the table's schema. A job that dies between the two leaves the
+    columns without rows (older rows read them as null); its re-run appends the rows."""
+    fields = [f for f in Schema.from_arrow(schema).fields if f.name in names]
+    DeltaTable(path).alter.add_columns(fields)
+    _logger.info("%s: added nullable column(s) %s (data.schema_evolution)", path, list(names))
+
+
 def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -> CommitResult:
     req = wplan.request
     path, schema, partition_by = prepared.path, wplan.schema, wplan.partition_by
@@ -349,6 +356,8 @@ def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -
                 commit_properties=props,
             )
         else:
+            if wplan.added_columns:
+                _add_columns(path, schema, wplan.added_columns)
             table = (
                 DeltaTable(path, version=wplan.base_version) if wplan.checked else DeltaTable(path)
             )

@@ -66,6 +66,13 @@ def check_columns(df: DataFrame, data: DataConfig, table: str) -> None:
         )
 
 
+def check_inputs(df: DataFrame, data: DataConfig, table: str) -> None:
+    """Columns and feature types from the schema alone (no Spark job): before a table is copied."""
+    check_columns(df, data, table)
+    for name in data.features:
+        _kind(data, name, df.schema[name].dataType)
+
+
 def _kind(data: DataConfig, name: str, dtype: T.DataType) -> str:
     if isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, _NUMERIC):
         return "sequence" if name == data.sequence.column else "array"

@@ -22,7 +22,7 @@ from pipeline.contract.serving import Scorer
 from pipeline.contract.specs import DataShape, build_network, check_output, derived_args, spec_named
 from pipeline.contract.tasks import Evaluation
 from pipeline.errors import TrainingError
-from pipeline.lake.read import Snapshot, read_table, snapshot
+from pipeline.lake.read import Snapshot, snapshot
 from pipeline.train import plots
 from pipeline.train.checkpoint import RunRecord, checkpoint_path, latest_resumable, run_folder
 from pipeline.train.coverage import check_label_coverage
@@ -40,6 +40,7 @@ from pipeline.train.loop import RankResult, RankSpec
 from pipeline.train.outage import bounded_tracking_calls
 from pipeline.train.registry import register_and_promote, rescorer
 from pipeline.train.restarts import launch_ranks
+from pipeline.train.source import training_rows
 from pipeline.train.tracking import (
     absolute_uri,
     check_tracking_store,
@@ -92,14 +93,7 @@ def _pin_version(cfg: Config, table_path: str, resumed: RunRecord | None) -> Sna
                 "train.resume"
             )
         version = resumed.table_version
-    snap = snapshot(table_path, version)
-    if snap.partition_columns:
-        raise TrainingError(
-            f"table {table_path} is partitioned by {snap.partition_columns}; Petastorm reads "
-            "columns from inside the Parquet files, where partition values are not stored. "
-            "Re-ingest it without lake.partition_by to train on it"
-        )
-    return snap
+    return snapshot(table_path, version)
 
 
 def _rows(df: DataFrame, pre: Preprocessor, split: str) -> pd.DataFrame:
@@ -118,17 +112,19 @@ class _Prepared:
     counts: SplitCounts
     sizes: dict[str, Any]
     reader: ReaderSpec
+    snapshot_folder: str | None  # the Parquet copy the ranks read; None: the table's own files
 
 
 def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Prepared:
     table = cfg.data.table_name
     snap = _pin_version(cfg, cfg.table_path(table), resumed)
-    df = read_table(spark, snap.path, snap.version)
+    rows = training_rows(spark, cfg, snap)
+    df = rows.df
     pre = fit_preprocessor(df, cfg.data, table)
     counts = count_splits(df, pre, table)
     check_label_coverage(df, pre, table)
     sizes = model_config(cfg, pre)
-    uris = file_uris(snap.files)
+    uris = file_uris(rows.files)
     row_groups = count_row_groups(uris)
     if row_groups < cfg.train.workers:
         raise too_few_row_groups(row_groups, cfg.train.workers)
@@ -147,7 +143,7 @@ def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Pr
         pool=cfg.train.reader_pool,
         pool_workers=cfg.train.reader_workers,
     )
-    return _Prepared(table, snap, df, pre, counts, sizes, reader)
+    return _Prepared(table, snap, df, pre, counts, sizes, reader, rows.snapshot_folder)
 
 
 @dataclass(frozen=True)
@@ -222,6 +218,8 @@ class TrainingResult:
     workers: int
     checkpoint: str
     restarts: int  # ranks lost and relaunched from the checkpoint
+    table_rows: int = 0  # rows of the pinned version (live rows: deleted ones never count)
+    snapshot: str | None = None  # the Parquet snapshot read, where the table cannot stream
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
@@ -311,4 +309,6 @@ def run_training(
         workers=cfg.train.workers,
         checkpoint=ckpt,
         restarts=launched.restarts,
+        table_rows=sum(p.counts.rows.values()),
+        snapshot=p.snapshot_folder,
     )

@@ -391,7 +391,9 @@ class _Trainer:
         if rows == 0:
             raise TrainingError("no rank read a usable validation row; check the val split")
         named = dict(zip(self.task.epoch_sums, sums, strict=True))
-        return {"val_loss": loss_sum / rows, **self.task.epoch_metrics(self.pre.label, named, rows)}
+        metrics = self.task.epoch_metrics(self.pre.label, named, rows)
+        # val_rows: the usable validation rows all ranks read, checkable against Spark's count
+        return {"val_loss": loss_sum / rows, "val_rows": rows, **metrics}
 
     def _pruner_says_stop(self, epoch: int, record: dict[str, float]) -> bool:
         """Rank 0 only: report the epoch's validation selection metric to the study."""
