@@ -11,7 +11,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from pipeline.objectstore import S3A_CLASS, S3Settings, check_reachable, is_s3
-from pipeline.spark import delta_spark_available
+from pipeline.spark import delta_spark_available, jvm_class_available
 
 _logger = logging.getLogger(__name__)
 
@@ -66,12 +66,7 @@ def machine() -> dict[str, Any]:
 
 def s3_connector_available(spark: SparkSession) -> bool:
     """True when the Hadoop S3 connector (hadoop-aws) is on the session's classpath."""
-    try:
-        jvm: Any = spark._jvm
-        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(S3A_CLASS)
-    except Exception:
-        return False
-    return True
+    return jvm_class_available(spark, S3A_CLASS)
 
 
 def lake_root_status(root: str, spark_conf: dict[str, str]) -> str:

@@ -242,10 +242,9 @@ def check_connector(spark: object, uri: str) -> None:
     """Fail, naming the fix, when `uri` is on S3 but s3a's jars are not on the session."""
     if not is_s3(uri):
         return
-    try:
-        jvm = spark._jvm  # type: ignore[attr-defined]
-        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(S3A_CLASS)
-    except Exception as exc:
+    from pipeline.spark import jvm_class_available
+
+    if not jvm_class_available(spark, S3A_CLASS):
         from pipeline.jars import cache_dir, packages
 
         raise EnvironmentSetupError(
@@ -253,7 +252,7 @@ def check_connector(spark: object, uri: str) -> None:
             f"session's classpath: run `make jars` (caches hadoop-aws and the AWS SDK bundle "
             f"in {cache_dir()}, which the Spark factory loads), or under spark-submit pass "
             f"--packages {packages('s3a')}"
-        ) from exc
+        )
 
 
 def check_reachable(uri: str, settings: S3Settings | None = None, write: bool = True) -> str:

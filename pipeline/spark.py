@@ -151,13 +151,18 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     return spark
 
 
-def delta_spark_available(spark: SparkSession) -> bool:
-    """True when Delta Lake's Spark extension classes can be loaded by the driver JVM."""
+def jvm_class_available(spark: Any, name: str) -> bool:
+    """True when the driver JVM can load class `name` (a jar's presence on the session)."""
     try:
         # Through the context class loader: jars from spark.jars are in Spark's
         # loader, not the one py4j's own Class.forName would use.
         jvm: Any = spark._jvm
-        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(DELTA_EXTENSION)
+        jvm.java.lang.Thread.currentThread().getContextClassLoader().loadClass(name)
     except Exception:
         return False
     return True
+
+
+def delta_spark_available(spark: SparkSession) -> bool:
+    """True when Delta Lake's Spark extension classes can be loaded by the driver JVM."""
+    return jvm_class_available(spark, DELTA_EXTENSION)
