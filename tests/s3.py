@@ -10,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 KEY_ID, SECRET = "testing-key", "testing-secret"
 REGION = "us-east-1"
@@ -68,31 +69,26 @@ def s3_env(endpoint: str) -> dict[str, str]:
     }
 
 
-def new_bucket(endpoint: str, prefix: str = "t") -> str:
+def _client(endpoint: str) -> Any:
     import boto3
 
-    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name=REGION,
         aws_access_key_id=KEY_ID,
         aws_secret_access_key=SECRET,
     )
-    client.create_bucket(Bucket=name)
+
+
+def new_bucket(endpoint: str, prefix: str = "t") -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    _client(endpoint).create_bucket(Bucket=name)
     return name
 
 
 def list_keys(endpoint: str, bucket: str, prefix: str = "") -> list[str]:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=REGION,
-        aws_access_key_id=KEY_ID,
-        aws_secret_access_key=SECRET,
-    )
+    client = _client(endpoint)
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [o["Key"] for o in page.get("Contents", [])]
