@@ -82,7 +82,7 @@ class TuneResult:
     best_value: float
     best_params: dict[str, Any]
     best_run_id: str
-    test_metrics: dict[str, float]  # the winner only
+    test_metrics: dict[str, float]  # the registered model only (the retrained one, if any)
     model_version: int | None
     alias_moved: bool
     retrained: bool  # tune.retrain: the registered model is the winner retrained on train + val
