@@ -4,9 +4,12 @@ python jobs/tune.py --config conf/penguins.yaml [tune.trials=8 tune.parallel=2 .
 
 The search space, budget, sampler and pruner are the `tune:` section (README "Tuning").
 Each trial is a child MLflow run of the study's parent run; the best trial's model is
-registered and the alias moves on its validation score. The summary (last stdout line) holds
+registered and the alias moves on its validation score. With tune.retrain=true the winner's
+configuration is first trained again on train + val for its best epoch count, and that model
+is registered instead, with the trial's validation score. The summary (last stdout line) holds
 the study, trials complete/pruned/failed, best value and params, the registered version,
-whether the alias moved, and the seconds spent.
+whether the alias moved, whether (and in which run) the winner was retrained, and the seconds
+spent.
 """
 
 from __future__ import annotations

@@ -337,8 +337,29 @@ class TrainConfig:
     # A rank that reaches no new step (or whose process does not run) for this long is
     # ended by its watchdog; Horovod's stall shutdown and Gloo's timeout are set just above.
     stall_timeout_s: float = bounded(300.0, gt=0)
+    # The splits the ranks train on. [train, val] leaves no validation split: no early
+    # stopping, the last epoch's weights are the model, and it has no validation score of its
+    # own to register with (jobs/tune.py tune.retrain=true does this for a study's winner).
+    fit_on: list[Literal["train", "val"]] = field(default_factory=lambda: ["train"])
+
+    @property
+    def validates(self) -> bool:
+        """Whether a validation split is left to score each epoch on."""
+        return "val" not in self.fit_on
 
     def __post_init__(self) -> None:
+        if "train" not in self.fit_on or len(set(self.fit_on)) != len(self.fit_on):
+            raise ConfigError(
+                f"train.fit_on must be [train] or [train, val], got {self.fit_on}; e.g. "
+                "train.fit_on=[train,val]"
+            )
+        if not self.validates and self.early_stopping_patience > 0:
+            raise ConfigError(
+                f"train.fit_on={self.fit_on} leaves no validation split, so early stopping "
+                f"(train.early_stopping_patience={self.early_stopping_patience}) has nothing to "
+                "watch; set train.early_stopping_patience=0 and train.epochs to the epochs to "
+                "train"
+            )
         for name in (
             "workers",
             "epochs",
@@ -489,6 +510,9 @@ class TuneConfig:
     study: str | None = None
     storage: str | None = None
     resume: bool = False
+    # After the study, train the best configuration again on train + val for the best trial's
+    # best epoch count, and register that model with the trial's validation score.
+    retrain: bool = False
 
 
 @dataclass(kw_only=True)

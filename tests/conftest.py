@@ -140,6 +140,7 @@ SLOW_MODULES = frozenset(
         "test_train_resume",
         "test_train_tasks",
         "test_tune",
+        "test_tune_retrain",
         "test_ui",
         "test_user_model",
     }

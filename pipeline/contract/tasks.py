@@ -89,6 +89,9 @@ class Task(ABC):
     output_schema: ClassVar[tuple[tuple[str, str], ...]]
     # Sums each rank adds up over its validation batches (allreduced), besides the loss.
     epoch_sums: ClassVar[tuple[str, ...]] = ()
+    # The served model needs a decision threshold calibrated on the validation split
+    # (`fit_threshold`), so it cannot train on that split (train.fit_on).
+    threshold_from_val: ClassVar[bool] = False
 
     # ------------------------------------------------------------ config and fitting
 
@@ -338,6 +341,7 @@ class Anomaly(Task):
     """Trained on normal rows only; the score is the row's reconstruction error."""
 
     name = "anomaly"
+    threshold_from_val = True
     reconstructs = True
     fit_rows = "normal"
     usable_rows = "normal"

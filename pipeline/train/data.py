@@ -117,11 +117,16 @@ def open_reader(
         raise too_few_row_groups(spec.row_groups, size) from exc
 
 
-def select_rows(pre: Preprocessor, columns: Mapping[str, Any], split: str) -> Batch:
-    """Model inputs and targets of the rows of `split` that the task trains and validates on
-    (for anomaly detection: normal rows only)."""
+def select_rows(
+    pre: Preprocessor, columns: Mapping[str, Any], split: str | tuple[str, ...]
+) -> Batch:
+    """Model inputs and targets of the rows of `split` (one split, or several: train.fit_on)
+    that the task trains and validates on (for anomaly detection: normal rows only)."""
     targets, keep = pre.label_targets(columns[pre.label.name])
-    keep &= as_strings(columns[SPLIT]) == split
+    names = as_strings(columns[SPLIT])
+    keep &= np.logical_or.reduce(
+        [names == s for s in ((split,) if isinstance(split, str) else split)]
+    )
     keep &= pre.task.trains_on(targets)
     picked = {name: np.asarray(columns[name])[keep] for name in pre.feature_names}
     return pre.transform(picked), targets[keep]
@@ -151,8 +156,10 @@ def train_batches(
     batch_size: int,
     steps: int,
     buffer_rows: int,
+    splits: tuple[str, ...] = ("train",),
 ) -> Iterator[Batch]:
-    """Exactly `steps` full batches of train rows from this rank's shard.
+    """Exactly `steps` full batches of the rows of `splits` (train.fit_on) from this rank's
+    shard.
 
     Petastorm shuffles row-group order and rows within a row group, but tables
     are often written in label order (a folder per class), so one row group can
@@ -170,12 +177,13 @@ def train_batches(
         if number not in rows_in_pass:
             if rows_in_pass[number - 1] == 0:
                 raise TrainingError(
-                    f"rank {rank}'s shard of the table holds no usable train rows, so it can "
+                    f"rank {rank}'s shard of the table holds no usable {'+'.join(splits)} "
+                    "rows, so it can "
                     "never fill a batch. Re-ingest with smaller row groups "
                     "(lake.row_group_rows) so every shard mixes splits, or lower train.workers"
                 )
             rows_in_pass[number] = 0
-        x, y = select_rows(pre, _columns(chunk), "train")
+        x, y = select_rows(pre, _columns(chunk), splits)
         rows_in_pass[number] += len(x)
         xs.append(x)
         ys.append(y)

@@ -124,14 +124,17 @@ def usable_rows(pre: Preprocessor) -> Column:
     return _label_rows(pre.task.usable_rows, pre.label)
 
 
-def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocessor:
-    """Statistics of the usable rows of the train split."""
+def fit_preprocessor(
+    df: DataFrame, data: DataConfig, table: str, splits: tuple[str, ...] = ("train",)
+) -> Preprocessor:
+    """Statistics of the usable rows of the train split (or of every split the model trains
+    on: train.fit_on)."""
     check_columns(df, data, table)
     assert data.label is not None  # checked above
     task = task_named(data.task)
     normal = [str(v) for v in data.normal_labels]
     fitting = Label(name=data.label, task=task.name, normal=normal)
-    train = df.where((F.col(SPLIT) == "train") & _label_rows(task.fit_rows, fitting))
+    train = df.where(F.col(SPLIT).isin(list(splits)) & _label_rows(task.fit_rows, fitting))
     kinds = {name: _kind(data, name, df.schema[name].dataType) for name in data.features}
     if "sequence" in kinds.values():
         _check_sequence_columns(df, data, table)
@@ -165,8 +168,9 @@ def fit_preprocessor(df: DataFrame, data: DataConfig, table: str) -> Preprocesso
         label=task.fit_label(data.label, stats.asDict(), normal, table),
     )
     _logger.info(
-        "preprocessing fitted on %d train rows: %d model inputs from %d features",
+        "preprocessing fitted on %d %s rows: %d model inputs from %d features",
         stats["__rows"],
+        "+".join(splits),
         pre.width,
         len(pre.features),
     )

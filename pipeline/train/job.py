@@ -36,6 +36,7 @@ from pipeline.train.data import (
 )
 from pipeline.train.evaluate import calibrate, evaluate
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor
+from pipeline.train.fit_on import check_fit_on, fit_splits
 from pipeline.train.loop import RankResult, RankSpec
 from pipeline.train.outage import bounded_tracking_calls
 from pipeline.train.registry import register_and_promote, rescorer
@@ -120,7 +121,7 @@ def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Pr
     snap = _pin_version(cfg, cfg.table_path(table), resumed)
     rows = training_rows(spark, cfg, snap)
     df = rows.df
-    pre = fit_preprocessor(df, cfg.data, table)
+    pre = fit_preprocessor(df, cfg.data, table, fit_splits(cfg))
     counts = count_splits(df, pre, table)
     check_label_coverage(df, pre, table)
     sizes = model_config(cfg, pre)
@@ -161,15 +162,18 @@ def _evaluate_and_log(
 ) -> _Scored:
     """Score the best weights on the validation and, once, the test split with the served
     code path, then log the metrics, plots and the pyfunc. A tuning trial leaves the test
-    split alone (`score_test=False`): only the study's winner is scored on it."""
+    split alone (`score_test=False`): only the study's winner is scored on it. A model
+    trained on the validation split too (train.fit_on) is not scored on it."""
     state = torch.load(io.BytesIO(trained.state), map_location="cpu", weights_only=True)
     scorer = Scorer.from_state(p.pre, cfg.model.family, p.sizes, state)
     task = p.pre.task
     val_rows = _rows(p.df, p.pre, "val")
-    calibrate(scorer, val_rows, cfg.model.threshold_quantile)
-    if scorer.threshold is not None:
-        mlflow.log_metric("threshold", scorer.threshold)
-    val = evaluate(scorer, val_rows, "val")
+    val = Evaluation({})
+    if cfg.train.validates:
+        calibrate(scorer, val_rows, cfg.model.threshold_quantile)
+        if scorer.threshold is not None:
+            mlflow.log_metric("threshold", scorer.threshold)
+        val = evaluate(scorer, val_rows, "val")
     test_rows = _rows(p.df, p.pre, "test") if score_test else val_rows
     test = evaluate(scorer, test_rows, "test") if score_test else Evaluation({})
     mlflow.log_metrics(
@@ -231,6 +235,7 @@ def run_training(
 ) -> TrainingResult:
     """Train `cfg.model` on the clean table `cfg.data.table_name`; return the job summary.
     `trial`: this run is a trial of a tuning study (see `pipeline.train.trial`)."""
+    check_fit_on(cfg)
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
     resumed = (
@@ -248,6 +253,10 @@ def run_training(
             RunRecord(run_id=run_id, table_version=p.snap.version).write(run_folder(ckpt))
             log_params(run_params(cfg))
         log_lineage(p.table, p.snap, p.counts)
+        fit_rows = sum(p.counts.usable[s] for s in fit_splits(cfg))
+        if not cfg.train.validates:  # the rows the epochs were cut from, checkable by a reader
+            mlflow.set_tag("train.fit_on", "+".join(fit_splits(cfg)))
+            mlflow.log_metric("fit_rows", fit_rows)
         mlflow.set_tags(
             {
                 "model.family": cfg.model.family,
@@ -263,9 +272,7 @@ def run_training(
             loss=cfg.model.loss,
             user_code=pack(user_code_paths(cfg.model)),
             train=cfg.train,
-            steps_per_epoch=steps_per_epoch(
-                p.counts.usable["train"], cfg.train.batch_size, cfg.train.workers
-            ),
+            steps_per_epoch=steps_per_epoch(fit_rows, cfg.train.batch_size, cfg.train.workers),
             checkpoint_path=ckpt,
             resume=resumed is not None,
             run_id=run_id,
@@ -277,7 +284,7 @@ def run_training(
         )
         launched = launch_ranks(spark, spec, cfg.train)
         trained = launched.result
-        scored = _evaluate_and_log(cfg, p, trained, score_test=trial is None)
+        scored = _evaluate_and_log(cfg, p, trained, score_test=trial is None or trial.score_test)
         version, moved = None, False
         if cfg.tracking.register:
             decision = register_and_promote(

@@ -351,6 +351,7 @@ class _Trainer:
             batch_size=self.cfg.batch_size,
             steps=self.spec.steps_per_epoch,
             buffer_rows=self.cfg.shuffle_buffer_rows,
+            splits=tuple(self.cfg.fit_on),
         )
         for step, (x, y) in enumerate(batches):
             self.beats.beat(epoch, step, "training")
@@ -421,7 +422,7 @@ class _Trainer:
             record = {
                 "epoch": float(epoch),
                 "train_loss": train_loss,
-                **self._validate(epoch),
+                **(self._validate(epoch) if cfg.validates else {}),
                 "samples_per_sec": rows / max(seconds, 1e-9),
                 "epoch_seconds": time.perf_counter() - started,
                 "lr": self._lr(epoch, self.spec.steps_per_epoch),
@@ -431,8 +432,13 @@ class _Trainer:
             p.wall_seconds += record["epoch_seconds"]
             p.history.append(record)
             p.epochs_done = epoch + 1
-            if record["val_loss"] < p.best_val_loss - cfg.early_stopping_min_delta:
-                p.best_val_loss, p.best_epoch, p.bad_epochs = record["val_loss"], epoch, 0
+            # with no validation split left (train.fit_on) the last epoch's weights are the model
+            if (
+                not cfg.validates
+                or record["val_loss"] < p.best_val_loss - cfg.early_stopping_min_delta
+            ):
+                p.best_val_loss, p.best_epoch = record.get("val_loss", math.inf), epoch
+                p.bad_epochs = 0
                 if self.rank == 0:
                     self.best_state = {
                         k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()

@@ -17,7 +17,8 @@ def loss_curve(history: list[dict[str, Any]]) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [h["epoch"] + 1 for h in history]
     ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    if all("val_loss" in h for h in history):  # none when trained on val too (train.fit_on)
+        ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_title("Loss per epoch")

@@ -51,18 +51,21 @@ class PruneLink:
 
 @dataclass
 class TrialHooks:
-    """Passed to `run_training` by the study; `run_id` is filled in once the run starts."""
+    """Passed to `run_training` by the study; `run_id` is filled in once the run starts.
+    `number` None: not a trial but the retrain of the study's winner (tune.retrain), which is
+    the model the study registers, so it scores the test split (`score_test`)."""
 
-    number: int
+    number: int | None
     parent_run_id: str
     pruning: PruneLink | None = None
     tags: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
 
+    @property
+    def score_test(self) -> bool:
+        return self.number is None
+
     def run_tags(self) -> dict[str, str]:
         # mlflow.parentRunId is what nests the run under the parent in the UI
-        return {
-            "mlflow.parentRunId": self.parent_run_id,
-            "tune.trial": str(self.number),
-            **self.tags,
-        }
+        trial = {} if self.number is None else {"tune.trial": str(self.number)}
+        return {"mlflow.parentRunId": self.parent_run_id, **trial, **self.tags}

@@ -32,6 +32,7 @@ from pipeline.train.tracking import absolute_uri, check_tracking_store, experime
 from pipeline.train.trial import TrialHooks
 from pipeline.tune.plots import log_study_plots
 from pipeline.tune.pruning import PruningService
+from pipeline.tune.retrain import check_splits, retrain_winner
 from pipeline.tune.space import Space, parse_space
 from pipeline.tune.study import PARENT_ATTR, finished_trials, open_study, storage_url
 from pipeline.tune.winner import Winner, promote_winner
@@ -81,10 +82,11 @@ class TuneResult:
     best_value: float
     best_params: dict[str, Any]
     best_run_id: str
-    test_metrics: dict[str, float]  # the winner only
+    test_metrics: dict[str, float]  # the registered model only (the retrained one, if any)
     model_version: int | None
     alias_moved: bool
-    retrained: bool
+    retrained: bool  # tune.retrain: the registered model is the winner retrained on train + val
+    retrain_run_id: str | None
     seconds: float
 
     def summary(self) -> dict[str, Any]:
@@ -153,7 +155,11 @@ class _Study:
         try:
             result = run_training(self._trial_config(trial, values), self.spark, hooks)
             value = result.val_metrics[self.task.selection_metric]
-            attrs = {"model_uri": result.model_uri, "val_metrics": result.val_metrics}
+            attrs = {
+                "model_uri": result.model_uri,
+                "val_metrics": result.val_metrics,
+                "best_epoch": result.best_epoch,  # how long tune.retrain trains
+            }
             epochs = result.epochs_run
         except TrialPrunedError:
             state = State.PRUNED
@@ -241,6 +247,8 @@ def _log_parent(
             client.set_tag(run_id, f"best.{key}", json.dumps(value))
         client.set_tag(run_id, "best.trial", str(best.number))
         client.set_tag(run_id, "best.run_id", winner.run_id)
+        if winner.retrain_run_id is not None:
+            client.set_tag(run_id, "retrain.run_id", winner.retrain_run_id)
         for key, value in winner.test_metrics.items():
             client.log_metric(run_id, f"winner_test_{key}", value)
     log_study_plots(client, run_id, study)
@@ -251,6 +259,7 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
     started = time.monotonic()
     space = parse_space(cfg)
     task = task_named(cfg.data.task)
+    check_splits(cfg)
     check_slots(cfg, free_slots(spark), str(spark.sparkContext.master))
     uri = absolute_uri(cfg.tracking.tracking_uri())
     check_tracking_store(uri, cfg.tracking.check_timeout_s)
@@ -284,7 +293,8 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
                 f"({len(errors)} trials); the first error: {errors[0] if errors else 'none ran'}. "
                 "Fix it, or narrow tune.space to values that train"
             )
-        winner = promote_winner(cfg, spark, study, task, client)
+        retrained = retrain_winner(cfg, spark, study, space, parent) if cfg.tune.retrain else None
+        winner = promote_winner(cfg, spark, study, task, client, retrained)
     except BaseException:
         _log_parent(client, parent, study, space, winner)
         client.set_terminated(parent, "FAILED")
@@ -310,6 +320,7 @@ def run_study(cfg: Config, spark: SparkSession) -> TuneResult:
         test_metrics=winner.test_metrics,
         model_version=winner.model_version,
         alias_moved=winner.alias_moved,
-        retrained=False,
+        retrained=winner.retrain_run_id is not None,
+        retrain_run_id=winner.retrain_run_id,
         seconds=round(time.monotonic() - started, 1),
     )
