@@ -30,8 +30,13 @@ $(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.s
 	@touch $(STAMP)
 	@echo "setup done: $(VENV)"
 
+# Two pytest processes (one module each at a time) share the suite, then the tests that time
+# themselves or race jobs run alone (tests/conftest.py SERIAL_MODULES); both parts always run.
 test: setup
-	$(PY) -m pytest --durations=25 $(PYTEST_ARGS)
+	@rc=0; \
+	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" --durations=25 $(PYTEST_ARGS) || rc=$$?; \
+	$(PY) -m pytest -m serial --durations=15 $(PYTEST_ARGS) || rc=$$?; \
+	exit $$rc
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -147,12 +147,34 @@ SLOW_MODULES = frozenset(
 )
 
 
+# Run alone by `make test`, after the parallel part: these assert on elapsed time, on timeouts
+# a loaded machine could hit (rank start, stall and outage limits), on commit races between
+# jobs started together, or measure speed (the benchmark).
+SERIAL_MODULES = frozenset(
+    {
+        "test_bench",
+        "test_engines",
+        "test_fault_limits",
+        "test_ingest",
+        "test_job_errors",
+        "test_objectstore",
+        "test_tracking_errors",
+        "test_tracking_outage",
+        "test_train_errors",
+        "test_train_faults",
+        "test_train_resume",
+    }
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     gpu = has_gpu()
     skip = pytest.mark.skip(reason="needs a CUDA GPU: none is visible to torch on this machine")
     for item in items:
         if item.path.stem in SLOW_MODULES:
             item.add_marker(pytest.mark.slow)
+        if item.path.stem in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
         if not gpu and "gpu" in item.keywords:
             item.add_marker(skip)
 
