@@ -9,6 +9,8 @@ STAMP := $(VENV)/.sparktrain-setup
 # where one exists. Horovod is then built against it (docker/build-horovod.sh).
 
 PYTEST_ARGS ?=
+# pytest processes for the parallel part of `make test` (README "Tests")
+TEST_PROCS ?= 2
 
 .PHONY: setup jars test test-fast lint demo demo-sequences tune-demo ui cluster-up cluster-down bench clean
 
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.s
 # themselves or race jobs run alone (tests/conftest.py SERIAL_MODULES); both parts always run.
 test: setup
 	@rc=0; \
-	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" --durations=25 $(PYTEST_ARGS) || rc=$$?; \
+	$(PY) -m pytest -n $(TEST_PROCS) --dist loadfile -m "not serial" --durations=25 $(PYTEST_ARGS) || rc=$$?; \
 	$(PY) -m pytest -m serial --durations=15 $(PYTEST_ARGS) || rc=$$?; \
 	exit $$rc
 
