@@ -65,6 +65,40 @@ def test_fcn_on_gunpoint_meets_the_bar_and_batch_inference_scores_the_test_split
     assert correct / 150 == pytest.approx(trained["test_metrics"]["accuracy"], abs=1e-9)
 
 
+# The other archives' bars for the 1D-CNN, each on its own test split, with its conf as a
+# user runs it (jobs/ingest.py + jobs/train.py): (data set, test series, channels, whether
+# the series differ in length, bar).
+FCN_BARS = [
+    ("italypower", 1029, 1, False, 0.93),
+    ("japanesevowels", 370, 12, True, 0.95),  # 7 to 29 steps
+    ("basicmotions", 40, 6, False, 0.925),
+]
+
+
+@pytest.mark.parametrize(("dataset", "test_rows", "channels", "unequal", "bar"), FCN_BARS)
+def test_fcn_meets_the_bar_on_each_archive(
+    dataset: str,
+    test_rows: int,
+    channels: int,
+    unequal: bool,
+    bar: float,
+    spark: SparkSession,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> None:
+    lake = ingested_lake(dataset, spark, tmp_path_factory)
+    table = read_table(spark, str(lake / dataset), None).where(F.col("split") == "test")
+    shape = table.agg(
+        F.count("*"), F.min("channels"), F.max("channels"), F.min("length"), F.max("length")
+    ).first()
+    assert shape is not None
+    assert (shape[0], shape[1], shape[2]) == (test_rows, channels, channels), shape
+    assert (shape[3] < shape[4]) == unequal, shape  # unequal lengths are padded to the longest
+    summary = _train(dataset, lake, tmp_path, spark)
+    assert summary["workers"] == 2
+    assert summary["test_metrics"]["accuracy"] >= bar, summary
+
+
 # Over GunPoint's 150 raw steps the LSTM stayed near chance (0.71 test accuracy after 200
 # epochs) and the transformer took 200 epochs for 0.95; over 15 patches of 10 steps both
 # reach about 0.97 within 100 epochs (one process, batch 8), at a fraction of the cost.
