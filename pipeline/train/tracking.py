@@ -249,11 +249,18 @@ def log_lineage(table: str, snap: Snapshot, counts: SplitCounts) -> None:
     source = DeltaDatasetSource(path=snap.path, delta_table_version=snap.version)
     # MetaDataset names a source without materialising it (its stub marks `profile` abstract).
     dataset = MetaDataset(source=source, name=f"{table}@v{snap.version}", digest=digest)  # type: ignore[abstract]
-    mlflow.log_input(
-        dataset,
-        context="training",
-        tags={"table_path": snap.path, "table_version": str(snap.version), **rows},
-    )
+    tags = {"table_path": snap.path, "table_version": str(snap.version), **rows}
+    try:
+        mlflow.log_input(dataset, context="training", tags=tags)
+    except mlflow.exceptions.MlflowException as exc:
+        # MLflow's SQL store looks the dataset up, then inserts it: two runs of one experiment
+        # logging the same table version at once (parallel tuning trials, two jobs) can both
+        # miss it, and the second insert breaks the key (SQLite names the columns, PostgreSQL
+        # the constraint dataset_pk). The winner's row is there now.
+        if "UNIQUE constraint failed: datasets" not in str(exc) and "dataset_pk" not in str(exc):
+            raise
+        _logger.info("dataset %s was logged by another run at the same moment", dataset.name)
+        mlflow.log_input(dataset, context="training", tags=tags)
 
 
 def log_figure(figure: Figure, name: str) -> None:
