@@ -347,6 +347,11 @@ class TrainConfig:
         """Whether a validation split is left to score each epoch on."""
         return "val" not in self.fit_on
 
+    @property
+    def fit_splits(self) -> tuple[str, ...]:
+        """The splits the ranks train on and the preprocessing is fitted on."""
+        return tuple(self.fit_on)
+
     def __post_init__(self) -> None:
         if "train" not in self.fit_on or len(set(self.fit_on)) != len(self.fit_on):
             raise ConfigError(

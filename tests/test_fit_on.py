@@ -14,7 +14,7 @@ from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError
 from pipeline.lake.read import snapshot
 from pipeline.train.data import ReaderSpec, count_row_groups, file_uris, train_batches
-from pipeline.train.fit_on import check_fit_on, fit_splits
+from pipeline.train.fit_on import check_fit_on
 from pipeline.train.plots import loss_curve
 from pipeline.tune.retrain import check_splits, retrain_config
 from tests.test_preprocess import TOY
@@ -29,7 +29,7 @@ def config(conf: str = "penguins", *overrides: str) -> Config:
 
 
 def test_fit_on_defaults_to_train_and_refuses_what_needs_a_validation_split() -> None:
-    assert fit_splits(config()) == ("train",)
+    assert config().train.fit_splits == ("train",)
     assert config().train.validates
     with pytest.raises(ConfigError, match=r"leaves no validation split, so early stopping.*"
                        r"set train.early_stopping_patience=0"):  # fmt: skip
@@ -40,7 +40,7 @@ def test_fit_on_defaults_to_train_and_refuses_what_needs_a_validation_split() ->
     with pytest.raises(ConfigError, match=r"train.fit_on\[1\] must be one of train, val"):
         config("penguins", "train.fit_on=[train,test]")  # the test split is never trained on
     both = config("penguins", "train.fit_on=[train,val]", "train.early_stopping_patience=0")
-    assert fit_splits(both) == ("train", "val")
+    assert both.train.fit_splits == ("train", "val")
     assert not both.train.validates
     # a training job cannot register it: it has no validation score for the alias rule
     with pytest.raises(ConfigError, match=r"set tracking.register=false, or .*tune.retrain=true"):

@@ -14,11 +14,6 @@ from pipeline.contract.tasks import task_named
 from pipeline.errors import ConfigError
 
 
-def fit_splits(cfg: Config) -> tuple[str, ...]:
-    """The splits the ranks train on and the preprocessing is fitted on."""
-    return tuple(cfg.train.fit_on)
-
-
 def check_fit_on(cfg: Config) -> None:
     """Refuse, before any Spark work, what needs a validation split that train.fit_on took."""
     if cfg.train.validates:

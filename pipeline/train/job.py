@@ -36,7 +36,7 @@ from pipeline.train.data import (
 )
 from pipeline.train.evaluate import calibrate, evaluate
 from pipeline.train.fit import SplitCounts, count_splits, fit_preprocessor
-from pipeline.train.fit_on import check_fit_on, fit_splits
+from pipeline.train.fit_on import check_fit_on
 from pipeline.train.loop import RankResult, RankSpec
 from pipeline.train.outage import bounded_tracking_calls
 from pipeline.train.registry import register_and_promote, rescorer
@@ -121,7 +121,7 @@ def _prepare(cfg: Config, spark: SparkSession, resumed: RunRecord | None) -> _Pr
     snap = _pin_version(cfg, cfg.table_path(table), resumed)
     rows = training_rows(spark, cfg, snap)
     df = rows.df
-    pre = fit_preprocessor(df, cfg.data, table, fit_splits(cfg))
+    pre = fit_preprocessor(df, cfg.data, table, cfg.train.fit_splits)
     counts = count_splits(df, pre, table)
     check_label_coverage(df, pre, table)
     sizes = model_config(cfg, pre)
@@ -253,9 +253,9 @@ def run_training(
             RunRecord(run_id=run_id, table_version=p.snap.version).write(run_folder(ckpt))
             log_params(run_params(cfg))
         log_lineage(p.table, p.snap, p.counts)
-        fit_rows = sum(p.counts.usable[s] for s in fit_splits(cfg))
+        fit_rows = sum(p.counts.usable[s] for s in cfg.train.fit_splits)
         if not cfg.train.validates:  # the rows the epochs were cut from, checkable by a reader
-            mlflow.set_tag("train.fit_on", "+".join(fit_splits(cfg)))
+            mlflow.set_tag("train.fit_on", "+".join(cfg.train.fit_splits))
             mlflow.log_metric("fit_rows", fit_rows)
         mlflow.set_tags(
             {

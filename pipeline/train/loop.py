@@ -351,7 +351,7 @@ class _Trainer:
             batch_size=self.cfg.batch_size,
             steps=self.spec.steps_per_epoch,
             buffer_rows=self.cfg.shuffle_buffer_rows,
-            splits=tuple(self.cfg.fit_on),
+            splits=self.cfg.fit_splits,
         )
         for step, (x, y) in enumerate(batches):
             self.beats.beat(epoch, step, "training")
