@@ -188,7 +188,8 @@ class SyntheticConfig:
 
 @dataclass(kw_only=True)
 class SequenceConfig:
-    """Sequences (data.format=ts) in one canonical layout: `column` holds max_length x channels
+    """Sequences (data.format=ts, or an array column of a Parquet or JSON lines source) in one
+    canonical layout: `column` holds max_length x channels
     floats (time-major, zero-padded), `length_column` the steps before the padding,
     `channels_column` the channels per step (the same in every row)."""
 
@@ -202,6 +203,12 @@ class SequenceConfig:
     # Missing values ('?' or NaN in a .ts file) reject the row (rule `missing`) unless allowed;
     # allowed ones become 0.
     allow_missing: bool = False
+    # A Parquet or JSON lines source whose column holds each series (see
+    # pipeline/ingest/array_sequences.py): an array of numbers (one channel) or of arrays;
+    # `nested` says whether the outer array is the steps (each a value per channel) or the
+    # channels (each the whole series).
+    array_column: str | None = None
+    nested: Literal["steps", "channels"] = "steps"
 
 
 @dataclass(kw_only=True)
@@ -233,6 +240,10 @@ class DataConfig:
     upsert: bool = False
     rules: RulesConfig = field(default_factory=RulesConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    # A column of the source that holds each row's split (train, val or test; case ignored):
+    # kept instead of the hash split, with validation carved from train by
+    # data.split.source_val. Any other value rejects the row (rule `split`).
+    split_column: str | None = None
     # Images: decoded to a float array of image_size x image_size x channels in [0, 1].
     image_size: int = bounded(8, ge=1)
     image_channels: int = bounded(1, ge=1)
@@ -247,7 +258,23 @@ class DataConfig:
     def table_name(self) -> str:
         return self.table or self.name
 
+    @property
+    def sequences(self) -> bool:
+        """Whether the source holds sequences: .ts files or an array column."""
+        return self.format == "ts" or self.sequence.array_column is not None
+
     def __post_init__(self) -> None:
+        if self.sequence.array_column is not None and self.format not in ("parquet", "json"):
+            raise ConfigError(
+                f"data.sequence.array_column reads series from a Parquet or JSON lines source, "
+                f"but data.format={self.format}; set data.format=parquet or json, or drop it"
+            )
+        if self.split_column is not None and self.format in ("ts", "images"):
+            raise ConfigError(
+                f"data.split_column names a column of a table source, and data.format="
+                f"{self.format} has none; split .ts files by name (*_TRAIN.ts, *_TEST.ts) "
+                "or drop data.split_column"
+            )
         if self.upsert and (not self.id or self.rules.dedup_key or self.mode != "append"):
             raise ConfigError(
                 "data.upsert=true merges appended rows into the table by data.id: set data.id "

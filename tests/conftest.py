@@ -126,6 +126,7 @@ SLOW_MODULES = frozenset(
         "test_harness",
         "test_ingest",
         "test_ingest_evolution",
+        "test_sequence_sources",
         "test_job_errors",
         "test_mlflow_server",
         "test_objectstore",

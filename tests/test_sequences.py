@@ -17,7 +17,8 @@ from pipeline.contract.specs import DataShape, build_network, check_output, deri
 from pipeline.contract.tasks import Label
 from pipeline.errors import ConfigError, DataError
 from pipeline.ingest import run_ingest
-from pipeline.ingest.sequences import parse_ts, source_split
+from pipeline.ingest.sequences import parse_ts
+from pipeline.ingest.splits import split_of_file_name
 from pipeline.lake import read_table
 from pipeline.train.fit import fit_preprocessor
 from tests.helpers import REPO
@@ -84,10 +85,11 @@ def test_parse_ts_refuses_files_it_cannot_read() -> None:
         parse_ts("@timeStamps true\n@data\n(0,1):a\n")
 
 
-def test_source_split_comes_from_the_file_name() -> None:
-    assert source_split("GunPoint/GunPoint_TRAIN.ts") == "train"
-    assert source_split("x_test.ts") == "test"
-    assert source_split("all.ts") is None
+def test_source_split_comes_from_the_file_name(spark: SparkSession) -> None:
+    paths = ["file:/d/GunPoint/GunPoint_TRAIN.ts", "s3a://b/x_test.json", "/d/all.ts", "/d_TEST/a"]
+    df = spark.createDataFrame([(p,) for p in paths], "path string")
+    got = [r[0] for r in df.select(split_of_file_name(df["path"])).collect()]
+    assert got == ["train", "test", None, None]
 
 
 @pytest.fixture(scope="module")

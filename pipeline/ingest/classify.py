@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
 from pipeline.ingest import images, rules, sequences
+from pipeline.ingest.array_sequences import read_array_series
 from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE, col, read_tabular
-from pipeline.ingest.splits import split_key
+from pipeline.ingest.splits import SOURCE_SPLIT, declared_split, split_key, undeclared_split
 
 META = ["_source_file", "_row_id", "_rule", "_reason", "_raw", "_split_key"]
 
@@ -29,6 +30,13 @@ class Classified:
 
 def _key_columns(data: DataConfig, fallback: list[str]) -> list[str]:
     return data.id or fallback
+
+
+def _split_check(value: Column, data: DataConfig) -> rules.Check:
+    """data.split_column's rule: every row names its split."""
+    assert data.split_column is not None
+    failed, reason = undeclared_split(value, data.split_column)
+    return rules.Check("split", failed, reason)
 
 
 def classify_tabular(
@@ -47,6 +55,7 @@ def classify_tabular(
     plans = rules.plan_columns(header, data)
     types = {p.clean: p.dtype for p in plans}
     rules.check_rule_columns(types, data)
+    split_ref = _split_ref(plans, data)
     staged, extract_checks = rules.stage_strings(raw, plans, data)
     typed, cast_checks = rules.cast_staged(staged, plans)
     raw_of = {p.clean: p.ref for p in plans}
@@ -56,6 +65,8 @@ def classify_tabular(
         *rules.magnitude_checks(types, data),
         *rules.value_checks(types, data, raw_of, {c: rules.staged_name(c) for c in types}),
     ]
+    if split_ref is not None:
+        value_checks.append(_split_check(col(split_ref), data))
     checks = [*rules.line_checks(), rules.parse_check(), *rules.on_parsed_lines(value_checks)]
     judged = rules.apply_checks(typed, checks)
     raw_json = F.when(
@@ -68,7 +79,7 @@ def classify_tabular(
     )
     # Without an id, the split hashes all raw values: independent of the cleaning rules.
     key = split_key([col(c) for c in data.id]) if data.id else split_key([col(r) for r in refs])
-    clean = [p.clean for p in plans]
+    clean = [p.clean for p in plans if p.clean != data.split_column]
     out = judged.select(
         *[col(c) for c in clean],
         "_source_file",
@@ -78,8 +89,23 @@ def classify_tabular(
         # Only rejects keep their raw values: JSON for every clean row would double the data.
         F.when(col("_rule").isNotNull(), raw_json).alias("_raw"),
         key.alias("_split_key"),
+        *([declared_split(col(split_ref)).alias(SOURCE_SPLIT)] if split_ref else []),
     )
     return Classified(out, clean)
+
+
+def _split_ref(plans: list[rules.ColumnPlan], data: DataConfig) -> str | None:
+    """The raw column behind data.split_column (a clean column name), or None."""
+    if data.split_column is None:
+        return None
+    refs = {p.clean: p.ref for p in plans}
+    if data.split_column not in refs:
+        raise DataError(
+            f"data.split_column '{data.split_column}' is not a column of data.source "
+            f"'{data.source}' (clean columns: {sorted(refs)}); name the column that holds "
+            "each row's split, or drop data.split_column"
+        )
+    return refs[data.split_column]
 
 
 def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Classified:
@@ -100,43 +126,61 @@ def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Cla
     return Classified(out, clean)
 
 
-def classify_sequences(spark: SparkSession, data: DataConfig, location: str) -> Classified:
-    """.ts series in the canonical padded layout (see `sequences`), with `_source_split`."""
-    parsed = sequences.read_ts(spark, data, location)
+def classify_sequences(
+    spark: SparkSession, data: DataConfig, location: str | list[str]
+) -> Classified:
+    """Series (.ts files or an array column) in the canonical padded layout (see `sequences`),
+    with `_source_split`."""
+    if data.format == "ts":
+        assert isinstance(location, str)  # a .ts source is read whole (see ingest.ledger)
+        parsed = sequences.read_ts(spark, data, location)
+    else:
+        parsed = read_array_series(spark, data, location)
     seq = data.sequence
-    label_type = data.schema.get("label", "string")
+    if len(data.id) > 1:
+        raise DataError(
+            f"data.id={data.id}: a sequence table has one id column; give each series one "
+            "id (e.g. join the columns into one before ingest) or leave data.id empty"
+        )
+    # The table names its id and label columns as data.id and data.label say.
+    id_name, label = (data.id or ["id"])[0], data.label or "label"
+    label_type = data.schema.get(label, "string")
     staged, checks = sequences.canonical(parsed, data, sequences.padded_length(parsed, data))
+    staged = staged.withColumnRenamed("id", id_name).withColumnRenamed("label", label)
     types = {
-        "id": "string",
+        id_name: "string",
         seq.column: "array<float>",
         seq.length_column: "int",
         seq.channels_column: "int",
-        "label": label_type,
+        label: label_type,
     }
     rules.check_rule_columns(types, data)
     if label_type != "string":  # a regression target (@targetLabel): a number or a reject
         text = col("_label_text")
-        staged = staged.withColumn("_label_text", col("label"))
-        staged = staged.withColumn("label", text.cast(label_type))
+        staged = staged.withColumn("_label_text", col(label))
+        staged = staged.withColumn(label, text.cast(label_type))
         checks.append(
             rules.Check(
-                "cast:label",
-                text.isNotNull() & col("label").isNull(),
-                F.concat(F.lit("label '"), text, F.lit(f"' is not a {label_type}")),
+                f"cast:{label}",
+                text.isNotNull() & col(label).isNull(),
+                F.concat(F.lit(f"{label} '"), text, F.lit(f"' is not a {label_type}")),
             )
         )
+    if data.split_column is not None:
+        checks.append(_split_check(col(SOURCE_SPLIT), data))
     judged = rules.apply_checks(staged, [*checks, *rules.value_checks(types, data)])
-    key = split_key([col(c) for c in _key_columns(data, ["id"])])
+    judged = judged.withColumn(SOURCE_SPLIT, declared_split(col(SOURCE_SPLIT)))
+    key = split_key([col(id_name)])
     clean = list(types)
     out = judged.select(
-        *clean,
+        *[col(c) for c in clean],
         "_source_file",
         "_row_id",
         "_rule",
         "_reason",
         F.when(col("_rule").isNotNull(), col("_raw")).alias("_raw"),
         key.alias("_split_key"),
-        "_source_split",
+        SOURCE_SPLIT,
     )
     return Classified(out, clean)
 
@@ -146,7 +190,6 @@ def classify(spark: SparkSession, data: DataConfig, location: str | list[str]) -
     if data.format == "images":
         assert isinstance(location, str)  # an image folder is read whole (see ingest.ledger)
         return classify_images(spark, data, location)
-    if data.format == "ts":
-        assert isinstance(location, str)  # a .ts source is read whole (see ingest.ledger)
+    if data.sequences:
         return classify_sequences(spark, data, location)
     return classify_tabular(spark, data, location)

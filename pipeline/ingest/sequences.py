@@ -36,6 +36,7 @@ from pipeline.errors import DataError
 from pipeline.ingest.images import relative_path
 from pipeline.ingest.rules import Check
 from pipeline.ingest.sources import col
+from pipeline.ingest.splits import split_of_file_name
 
 PARSED_DDL = (
     "id string, values array<float>, length int, channels int, label string, "
@@ -83,16 +84,6 @@ class TsRow:
     rule: str | None = None
     reason: str | None = None
     raw: str = ""
-
-
-def source_split(path: str) -> str | None:
-    """The split a file's name declares: *_TRAIN.ts is train, *_TEST.ts test, else none."""
-    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0].upper()
-    if stem.endswith("_TRAIN"):
-        return "train"
-    if stem.endswith("_TEST"):
-        return "test"
-    return None
 
 
 def _header(lines: list[str]) -> tuple[TsHeader, int]:
@@ -216,7 +207,7 @@ def _parse_batches(
                     pa.array([r.channels for r in rows], pa.int32()),
                     pa.array([r.label for r in rows], pa.string()),
                     pa.array([uri] * len(rows), pa.string()),
-                    pa.array([source_split(rel)] * len(rows), pa.string()),
+                    pa.nulls(len(rows), pa.string()),  # from the file name, in read_ts
                     pa.array([r.rule for r in rows], pa.string()),
                     pa.array([r.reason for r in rows], pa.string()),
                     pa.array(
@@ -238,8 +229,10 @@ def read_ts(spark: SparkSession, data: DataConfig, location: str) -> DataFrame:
         .select("path", "content")
     )
     parse = partial(_parse_batches, location, data.sequence.allow_missing)
-    return files.mapInArrow(parse, PARSED_DDL).withColumn(
-        "_row_id", F.monotonically_increasing_id()
+    return (
+        files.mapInArrow(parse, PARSED_DDL)
+        .withColumn("_source_split", split_of_file_name(F.col("_source_file")))
+        .withColumn("_row_id", F.monotonically_increasing_id())
     )
 
 

@@ -40,12 +40,46 @@ def split_of(key: Column, fractions: SplitConfig) -> Column:
 SOURCE_SPLIT = "_source_split"
 
 
+# What a split column may hold (case and surrounding spaces ignored) and the split it means.
+DECLARED = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+def declared_split(value: Column) -> Column:
+    """A split column's value as train | val | test; null when it is none of `DECLARED`."""
+    text = F.lower(F.trim(value.cast("string")))
+    out = F.lit(None).cast("string")
+    for word, split in DECLARED.items():
+        out = F.when(text == F.lit(word), F.lit(split)).otherwise(out)
+    return out
+
+
+def undeclared_split(value: Column, column: str) -> tuple[Column, Column]:
+    """Rows whose split column (data.split_column) holds no split, and why, in words."""
+    failed = declared_split(value).isNull()
+    reason = F.concat(
+        F.lit(f"split column '{column}' holds "),
+        F.coalesce(F.concat(F.lit("'"), value.cast("string"), F.lit("'")), F.lit("nothing")),
+        F.lit(f"; each row needs one of {', '.join(DECLARED)}"),
+    )
+    return failed, reason
+
+
+def split_of_file_name(path: Column) -> Column:
+    """The split a file's name declares (`GunPoint_TRAIN.ts`, `day1_test.json`), else null."""
+    stem = F.upper(F.regexp_extract(path, r"([^/]*?)(\.[^./]*)?$", 1))
+    return F.when(stem.endswith("_TRAIN"), F.lit("train")).when(
+        stem.endswith("_TEST"), F.lit("test")
+    )
+
+
 def carved_split(key: Column, source: Column, fractions: SplitConfig) -> Column:
-    """A source's own split kept: its test rows stay test (unseen), and `source_val` of its
-    train rows become validation by the same key hash; rows without one take `split_of`."""
+    """A source's own split kept: its test rows stay test (unseen), its val rows val, and
+    `source_val` of its train rows become validation by the same key hash; rows without one
+    take `split_of`."""
     bucket = F.pmod(F.xxhash64(key), F.lit(SPLIT_BUCKETS)) / F.lit(float(SPLIT_BUCKETS))
     return (
         F.when(source == F.lit("test"), F.lit("test"))
+        .when(source == F.lit("val"), F.lit("val"))
         .when((source == F.lit("train")) & (bucket < F.lit(fractions.source_val)), F.lit("val"))
         .when(source == F.lit("train"), F.lit("train"))
         .otherwise(split_of(key, fractions))
