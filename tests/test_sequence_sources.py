@@ -218,6 +218,14 @@ def test_bad_sequence_sources_are_refused_with_the_fix(
         )
     with pytest.raises(DataError, match=r"has no column\(s\) \['fold'\]"):
         _ingest(spark, json_source, tmp_path / "b", *_json_overrides("data.split_column=fold"))
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "m.json").write_text(
+        '{"xyz": [[1, 2], [3, 4]], "activity": "a"}\n{"xyz": [[1, 2, 3]], "activity": "b"}\n'
+    )
+    with pytest.raises(DataError, match=r"have different channel counts \[2, 3\]; a table holds"):
+        _ingest(spark, mixed, tmp_path / "c", *_json_overrides("data.id=[]"))
+    assert not (tmp_path / "c").exists()
     with pytest.raises(ConfigError, match="set data.format=parquet or json"):
         _config(parquet_source, tmp_path, "data.format=csv", "data.sequence.array_column=values")
     with pytest.raises(ConfigError, match="split .ts files by name"):

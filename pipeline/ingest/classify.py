@@ -182,6 +182,9 @@ def classify_sequences(
         key.alias("_split_key"),
         SOURCE_SPLIT,
     )
+    # One more pass over the input (sequence sources are small next to tabular ones) so that
+    # a table never mixes shapes: the reader reshapes every row by one channel count.
+    sequences.check_channels(out.where(col("_rule").isNull()), data)
     return Classified(out, clean)
 
 
