@@ -198,7 +198,12 @@ def test_json_lines_nested_arrays_keep_their_ids_labels_and_file_splits(
         for i, s in enumerate(STEPS):
             channels = np.asarray(s).T.tolist()
             out.write(json.dumps({"sid": f"s{i}", "xyz": channels, "activity": "walk"}) + "\n")
-    _ingest(spark, flipped, tmp_path / "lake2", *_json_overrides("data.sequence.nested=channels"))
+        for sid, empty in (("e1", []), ("e2", [[], []]), ("e3", None)):
+            out.write(json.dumps({"sid": sid, "xyz": empty, "activity": "walk"}) + "\n")
+    flipped_summary = _ingest(
+        spark, flipped, tmp_path / "lake2", *_json_overrides("data.sequence.nested=channels")
+    )
+    assert flipped_summary["reject_rules"] == {"parse": 3}
     back = {
         r.sid: list(r.series)
         for r in read_table(spark, str(tmp_path / "lake2/seqs"), None).collect()

@@ -112,11 +112,13 @@ def _steps(series: Column, nesting: int, nested: str) -> Column:
     rows = F.transform(series, lambda inner: F.transform(inner, lambda v: v.cast("string")))
     if nested == "steps":
         return rows
-    # channels x steps -> steps x channels
-    return F.transform(
+    # channels x steps -> steps x channels; `sequence` fails on an empty range, so a series
+    # whose first channel is empty or null (a `parse` reject) becomes no steps.
+    steps = F.transform(
         F.sequence(F.lit(0), F.size(rows[0]) - 1),
         lambda t: F.transform(rows, lambda channel: channel[t]),
     )
+    return F.when(F.size(rows[0]) > 0, steps).otherwise(F.array().cast("array<array<string>>"))
 
 
 def _ragged(series: Column, nesting: int) -> Column:
@@ -170,6 +172,7 @@ def read_array_series(
     steps = F.col("_steps")
     flat = F.flatten(steps)
     values = F.transform(flat, lambda v: v.cast("float"))
+    empty = series.isNull() | (F.size(flat) <= 0)
     not_number = F.filter(flat, lambda v: v.isNotNull() & v.cast("float").isNull())
     nulls = F.size(F.filter(values, lambda v: v.isNull() | F.isnan(v)))
     relative = _below(F.col("_source_file"), resolve_source(data.source))
@@ -180,7 +183,7 @@ def read_array_series(
     )
     rule = (
         F.when(F.col(_BAD_JSON), F.lit("parse"))
-        .when(series.isNull() | (F.size(series) == 0), F.lit("parse"))
+        .when(empty, F.lit("parse"))
         .when(F.size(not_number) > 0, F.lit("parse"))
         .when(_ragged(series, nesting), F.lit("channels"))
         .when((nulls > 0) & F.lit(not seq.allow_missing), F.lit("missing"))
@@ -188,10 +191,7 @@ def read_array_series(
     where = F.concat(F.lit("row "), F.col(_ROW).cast("string"), F.lit(" of "), relative)
     reason = (
         F.when(F.col(_BAD_JSON), F.concat(where, F.lit(" is not valid JSON")))
-        .when(
-            series.isNull() | (F.size(series) == 0),
-            F.concat(where, F.lit(f": its series ('{name}') is null or empty")),
-        )
+        .when(empty, F.concat(where, F.lit(f": its series ('{name}') is null or empty")))
         .when(
             F.size(not_number) > 0,
             F.concat(where, F.lit(": value '"), not_number[0], F.lit("' is not a number")),
