@@ -337,6 +337,8 @@ class TrainConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     weight_decay: float = bounded(0.0, ge=0)
     warmup_epochs: int = bounded(1, ge=0)
+    # After warm-up: "constant", or "cosine" down to 0 at the last step (pipeline.train.schedule).
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     seed: int = bounded(42, ge=0)
     resume: bool = False
     fp16_allreduce: bool = False

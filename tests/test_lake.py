@@ -118,6 +118,35 @@ def test_row_groups_are_sized_for_sharding(spark: SparkSession, lake: Path) -> N
     assert result.num_files >= 1000 // 300
 
 
+def _layout(path: Path) -> list[list[list[int]]]:
+    """The ids of each row group of each file, files in sorted order (as Petastorm shards)."""
+    layout = []
+    for file in sorted(DeltaTable(str(path)).file_uris()):
+        parquet = pq.ParquetFile(file)
+        groups = range(parquet.num_row_groups)
+        layout.append([parquet.read_row_group(g, columns=["id"])["id"].to_pylist() for g in groups])
+    return layout
+
+
+def test_the_same_rows_spread_by_their_content_give_the_same_files(
+    spark: SparkSession, lake: Path
+) -> None:
+    # Two writes of the same rows at different times (like two ingests: `_ingested_at` differs),
+    # spread over more tasks than the input has: the same ids in the same files and order.
+    rows = _frame(spark, 0, 200).repartition(2)
+    stable = tuple(rows.columns)
+    layouts = []
+    for name, second in (("a", 1), ("b", 2)):
+        written = rows.withColumn("_ingested_at", F.timestamp_seconds(F.lit(second)))
+        request = WriteRequest(written, str(lake / name), min_row_groups=6, spread_by=stable)
+        prepare_write(spark, request, LakeConfig()).commit()
+        layouts.append(_layout(lake / name))
+    assert layouts[0] == layouts[1]
+    groups = [ids for file in layouts[0] for ids in file]
+    assert len(groups) >= 6
+    assert sorted(i for ids in groups for i in ids) == list(range(200))
+
+
 def test_partitioned_tables_round_trip_awkward_values(spark: SparkSession, lake: Path) -> None:
     path = lake / "parts"
     df = _frame(spark, 0, 90)  # group: "a b", "c/d" and null

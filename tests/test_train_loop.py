@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.errors import TrainingError
+from pipeline.config import load_config
+from pipeline.errors import ConfigError, TrainingError
 from pipeline.train.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from pipeline.train.loop import pick_device, scaled_lr
+from pipeline.train.schedule import decay_factor
 
 
 def test_lr_is_scaled_by_ranks_after_a_linear_warmup() -> None:
@@ -20,6 +22,26 @@ def test_lr_is_scaled_by_ranks_after_a_linear_warmup() -> None:
     assert scaled_lr(epoch=9, step=3, **kw) == pytest.approx(0.04)
     assert scaled_lr(epoch=0, step=0, **{**kw, "warmup_epochs": 0}) == pytest.approx(0.04)
     assert scaled_lr(epoch=0, step=5, **{**kw, "ranks": 1}) == pytest.approx(0.01)
+
+
+def test_cosine_schedule_falls_from_the_warmed_up_rate_to_zero() -> None:
+    kw = {"epochs": 12, "warmup_epochs": 2, "steps_per_epoch": 10}
+    assert decay_factor("constant", epoch=11, step=9, **kw) == 1.0
+    assert decay_factor("cosine", epoch=1, step=9, **kw) == 1.0  # still warming up
+    assert decay_factor("cosine", epoch=2, step=0, **kw) == pytest.approx(1.0)
+    assert decay_factor("cosine", epoch=7, step=0, **kw) == pytest.approx(0.5)  # half way
+    assert decay_factor("cosine", epoch=11, step=9, **kw) == pytest.approx(0.0, abs=1e-3)
+    steps = [decay_factor("cosine", epoch=e, step=s, **kw) for e in range(2, 12) for s in range(10)]
+    assert steps == sorted(steps, reverse=True)
+    assert decay_factor("cosine", **{**kw, "epochs": 2}, epoch=1, step=0) == 1.0
+
+
+def test_lr_schedule_is_a_typed_option() -> None:
+    conf = Path(__file__).resolve().parents[1] / "conf" / "gunpoint.yaml"
+    assert load_config(conf, ["train.lr_schedule=cosine"]).train.lr_schedule == "cosine"
+    assert load_config(conf, []).train.lr_schedule == "constant"
+    with pytest.raises(ConfigError, match="train.lr_schedule must be one of constant, cosine"):
+        load_config(conf, ["train.lr_schedule=linear"])
 
 
 def test_cpu_unless_a_gpu_is_asked_for() -> None:

@@ -242,6 +242,9 @@ def _ingest(
             dedup_key=tuple(key) if dedup else (),
             read_version=clean_base,
             schema_evolution=data.schema_evolution,
+            # The same rows give the same files wherever they are read from, so a seeded
+            # training run repeats across ingests.
+            spread_by=(*columns, "split"),
         ),
     )
     rejects_write = prepare_write(

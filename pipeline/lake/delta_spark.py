@@ -9,7 +9,8 @@
 
 Petastorm shards by row group. Spark sizes row groups in bytes, so this writer
 bounds them by rows through files instead: at most `lake.row_group_rows` rows a
-file (`maxRecordsPerFile`), and at least `min_row_groups` tasks.
+file (`maxRecordsPerFile`), and at least `min_row_groups` tasks (by a hash of
+`spread_by` where the request names it: see `_spread`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from deltalake import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from pipeline.config import LakeConfig
 from pipeline.errors import ConcurrentWriteError
@@ -29,6 +31,8 @@ from pipeline.lake.read import latest_version, table_exists
 from pipeline.lake.request import CommitResult, PreparedWrite, WritePlan
 
 _logger = logging.getLogger(__name__)
+
+_SPREAD = "__sparktrain_spread"
 
 USER_METADATA_PREFIX = "sparktrain.writeId="
 # Session settings Delta reads for SQL commands (MERGE): commit metadata and app transaction.
@@ -65,7 +69,7 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
     if req.transform is not None:
         df = df.mapInArrow(req.transform.fn, req.transform.schema)
     if df.rdd.getNumPartitions() < plan.min_groups:
-        df = df.repartition(plan.min_groups)
+        df = _spread(df, plan.min_groups, req.spread_by)
     write_id = uuid.uuid4().hex
     merge = bool(req.dedup_key) and plan.base_version is not None and table_exists(path)
     faults.kill_point(faults.BEFORE_COMMIT)
@@ -84,6 +88,21 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
             ) from exc
         raise
     return _result(path, write_id, merge)
+
+
+def _spread(df: DataFrame, tasks: int, by: tuple[str, ...]) -> DataFrame:
+    """`df` over `tasks` tasks: by a hash of `by`, each task's rows ordered by it (the same
+    rows give the same files, rows and order, so a seeded training run repeats across
+    ingests), else round-robin. Either is one shuffle; the hash split is not as even."""
+    if not by:
+        return df.repartition(tasks)
+    spread = F.xxhash64(*[F.col(f"`{c}`") for c in by]).alias(_SPREAD)
+    return (
+        df.select("*", spread)
+        .repartition(tasks, F.col(_SPREAD))
+        .sortWithinPartitions(_SPREAD)
+        .drop(_SPREAD)
+    )
 
 
 def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> None:

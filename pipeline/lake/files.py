@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from pyspark import TaskContext
 
 # What each task reports per file it wrote; the driver turns rows into AddActions.
 RESULT_SCHEMA = pa.schema(
@@ -154,13 +155,22 @@ class _Stats:
 class _OpenFile:
     """One Parquet file being written for one partition value."""
 
-    def __init__(self, plan: FilePlan, fs: pafs.FileSystem, base: str, values: list[str | None]):
+    def __init__(
+        self,
+        plan: FilePlan,
+        fs: pafs.FileSystem,
+        base: str,
+        values: list[str | None],
+        order: str,
+    ):
         self.values = values
         subdir = "/".join(
             f"{col}={HIVE_NULL if v is None else urllib.parse.quote(v, safe='')}"
             for col, v in zip(plan.partition_by, values, strict=True)
         )
-        name = f"part-{plan.write_id}-{uuid.uuid4().hex}.snappy.parquet"
+        # `order` (task, then file within it) first: readers that sort a version's files
+        # (Petastorm's shards) see the same order whenever the same rows reach the same tasks.
+        name = f"part-{order}-{plan.write_id}-{uuid.uuid4().hex}.snappy.parquet"
         # Values are %-escaped in directory names (as delta-rs and Spark do), so any
         # string is a safe path segment; readers unescape them back.
         self.relative = f"{subdir}/{name}" if subdir else name
@@ -182,8 +192,10 @@ class _OpenFile:
 class _PartitionWriter:
     """Buffers one partition value's rows and cuts them into fixed-size row groups."""
 
-    def __init__(self, plan: FilePlan, fs: pafs.FileSystem, base: str, values: list[str | None]):
-        self.plan, self.fs, self.base, self.values = plan, fs, base, values
+    def __init__(
+        self, plan: FilePlan, fs: pafs.FileSystem, base: str, values: list[str | None], task: int
+    ):
+        self.plan, self.fs, self.base, self.values, self.task = plan, fs, base, values, task
         self.group_rows = plan.group_rows.get(partition_key(values), plan.default_group_rows)
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -206,7 +218,8 @@ class _PartitionWriter:
             chunk, rest = buffered.slice(0, size), buffered.slice(size)
             self.pending, self.pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
             if self.current is None:
-                self.current = _OpenFile(self.plan, self.fs, self.base, self.values)
+                order = f"{self.task:05d}-{len(self.done):05d}"
+                self.current = _OpenFile(self.plan, self.fs, self.base, self.values, order)
             self.current.write_group(chunk.combine_chunks())
             if self.current.rows >= self.plan.target_file_rows:
                 self._close()
@@ -263,6 +276,8 @@ def write_files(
     )
     base = base.rstrip("/")
     writers: dict[str, _PartitionWriter] = {}
+    context = TaskContext.get()
+    task = context.partitionId() if context is not None else 0
     full_schema_names = plan.schema.names + plan.partition_by
     for batch in batches:
         if batch.num_rows == 0:
@@ -271,7 +286,7 @@ def write_files(
         for values, part in _split_by_partition(table, plan.partition_by):
             key = partition_key(values)
             if key not in writers:
-                writers[key] = _PartitionWriter(plan, fs, base, values)
+                writers[key] = _PartitionWriter(plan, fs, base, values, task)
             writers[key].add(part.cast(plan.schema))
     rows: list[dict[str, Any]] = []
     for writer in writers.values():

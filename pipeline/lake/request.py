@@ -97,6 +97,11 @@ class WriteRequest:
     - `max_rows`: an upper bound of `df`'s rows; with `min_row_groups=1` on an
       unpartitioned table the delta-rs writer plans from it instead of counting `df` first.
     - `transform`: write the rows `transform.fn` computes from `df` (see ArrowTransform).
+    - `spread_by`: columns that identify a row's content. Where the delta-spark writer must
+      spread `df` over more tasks (`min_row_groups`), it hash-partitions by them and orders
+      each task's rows by the same hash, so the same rows give the same files in the same
+      order. Empty: a round-robin split, which depends on every byte of every row (an
+      ingest timestamp included), so two writes of the same rows lay them out differently.
     - `dedup_key` with `read_version`: a de-duplicating append. `df` holds only rows
       whose key the table lacked at `read_version` (None: no table yet), and the
       commit is conflict-checked against that version: where another writer
@@ -117,6 +122,7 @@ class WriteRequest:
     read_version: int | None = None
     # data.schema_evolution: `add_columns` lets an append add nullable columns.
     schema_evolution: Literal["none", "add_columns"] = "none"
+    spread_by: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("append", "overwrite"):

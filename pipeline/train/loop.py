@@ -38,6 +38,7 @@ from pipeline.train.checkpoint import (
 from pipeline.train.data import ReaderSpec, epoch_seed, eval_batches, train_batches
 from pipeline.train.heartbeat import Heartbeat, heartbeat_path
 from pipeline.train.metric_buffer import MetricBuffer
+from pipeline.train.schedule import decay_factor
 from pipeline.train.trial import PruneLink
 from pipeline.train.user_code import CodeArchive, unpack
 from pipeline.train.watchdog import start_watchdog
@@ -292,14 +293,14 @@ class _Trainer:
     # ------------------------------------------------------------ steps
 
     def _lr(self, epoch: int, step: int) -> float:
-        return scaled_lr(
-            base=self.cfg.lr,
-            ranks=self.size,
-            warmup_epochs=self.cfg.warmup_epochs,
-            steps_per_epoch=self.spec.steps_per_epoch,
-            epoch=epoch,
-            step=step,
-        )
+        where = {
+            "warmup_epochs": self.cfg.warmup_epochs,
+            "steps_per_epoch": self.spec.steps_per_epoch,
+            "epoch": epoch,
+            "step": step,
+        }
+        decay = decay_factor(self.cfg.lr_schedule, epochs=self.cfg.epochs, **where)
+        return scaled_lr(base=self.cfg.lr, ranks=self.size, **where) * decay
 
     def _loss(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The batch's mean loss: the task's, or model.loss, against the task's target."""
