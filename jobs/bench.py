@@ -1,10 +1,10 @@
-"""Benchmarks B1..B8 and B10: each stage side by side with its peer, in one run, on synthetic data.
+"""Benchmarks B1..B10: each stage side by side with its peer, in one run, on synthetic data.
 
     python jobs/bench.py --config conf/bench.yaml --out bench-out/bench.json [bench.rows=N]
     python jobs/bench.py --config conf/bench.yaml --quick --out /tmp/bench.json
     make bench BENCH_ROWS=1000000
 
-Prints the figures as a markdown table, writes them to --out as JSON (keys B1..B8 and B10,
+Prints the figures as a markdown table, writes them to --out as JSON (keys B1..B10,
 each with value, peer, ratio and units), and ends with the one-line JSON summary.
 """
 

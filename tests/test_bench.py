@@ -1,4 +1,4 @@
-"""Benchmarks: `jobs/bench.py --quick` writes every figure B1..B8 and B10, sane and consistent.
+"""Benchmarks: `jobs/bench.py --quick` writes every figure B1..B10, sane and consistent.
 
 Only the quick size runs here, to prove the benchmark code works end to end on
 real Spark, Delta, Horovod, TorchDistributor and MLflow. No timing is asserted:
@@ -30,6 +30,7 @@ UNITS = {
     "B6": "MiB",
     "B7": "s/epoch",
     "B8": "epochs",
+    "B9": "s",
     "B10": "s",
 }
 QUICK = load_config(REPO / "conf" / "bench.yaml").bench
@@ -72,8 +73,8 @@ def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
         _check_pair(key, figure)
         assert figure["units"] == UNITS[key]
         # every figure states its setting: data size, workers, batch size, machine, versions
-        # B8 tunes on penguins (333 clean rows), the others use the synthetic table
-        assert figure["rows"] >= (300 if key == "B8" else 1000), figure
+        # B8 and B9 run on penguins (344 raw rows), the others use the synthetic table
+        assert figure["rows"] >= (300 if key in ("B8", "B9") else 1000), figure
         assert figure["workers"] >= 1, figure
         assert figure["machine"]["cores"] >= 1
         assert figure["machine"]["memory_gib"] > 0
@@ -87,6 +88,14 @@ def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
     _check_pair("B5 limit", data["B5"]["vs limit"])
     _check_pair("B2 raw scan", data["B2"]["vs raw scan"])
     _check_pair("B10 second", data["B10"]["second run (snapshot reused)"])
+    _check_pair("B9 inference", data["B9"]["incremental inference (8 rows)"])
+    # B9: each side's best round is split into phases that add up to (at most) its wall time
+    b9 = data["B9"]["details"]
+    assert b9["first_inference_rows"] == 333
+    for side, wall in (("ingest", data["B9"]["value"]), ("ingest_peer", data["B9"]["peer"])):
+        phases = b9[f"{side}_phases"]
+        assert set(phases) == {"imports", "session", "work", "stop"}
+        assert 0 < sum(phases.values()) <= wall + 0.1, (side, phases, wall)
     # B10: the plain copy streamed, the deletion-vector copy was made once, then reused
     assert set(data["B10"]["details"]) == {
         "plain_before_s",
@@ -139,6 +148,7 @@ def test_quick_run_prints_the_table_and_summary(quick_run: dict[str, Any]) -> No
     assert "| B5 vs limit |" in table
     assert "| B2 vs raw scan |" in table
     assert "| B10 second run (snapshot reused) |" in table
+    assert "| B9 incremental inference (8 rows) |" in table
 
 
 # ----------------------------------------------------------------- no Spark needed
@@ -205,8 +215,9 @@ def test_workspace_refuses_to_wipe_a_foreign_directory(tmp_path: Path) -> None:
 
 
 def test_bad_bench_options_name_the_fix() -> None:
-    with pytest.raises(ConfigError, match="unknown benchmark.*B9.*choose from B1"):
-        check_only(["B1", "B9"])
+    with pytest.raises(ConfigError, match="unknown benchmark.*B11.*choose from B1"):
+        check_only(["B1", "B11"])
+    assert check_only(["b9"]) == ["B9"]
     assert check_only(["b2", " B4 "]) == ["B2", "B4"]
     assert check_only([""]) == list(ALL)
     with pytest.raises(ConfigError, match="whole multiple.*memory_rows=\\[1000,10000\\]"):

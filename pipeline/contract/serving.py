@@ -26,7 +26,9 @@ from mlflow.pyfunc import PythonModel
 
 from pipeline.contract.preprocess import Preprocessor
 from pipeline.contract.specs import build_network
-from pipeline.contract.tasks import Task, task_named
+from pipeline.contract.tasks import Task, output_schema
+
+__all__ = ["Scorer", "SparktrainModel", "output_schema"]
 
 _logger = logging.getLogger(__name__)
 
@@ -34,11 +36,6 @@ PREPROCESSOR_FILE = "preprocessor.json"
 MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 ARTIFACT_NAME = "model"  # the pyfunc's artifact name in the run
-
-
-def output_schema(task: str) -> list[tuple[str, str]]:
-    """The pyfunc's output columns and their Spark SQL types, per task."""
-    return list(task_named(task).output_schema)
 
 
 @dataclass

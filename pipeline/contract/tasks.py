@@ -16,16 +16,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from sklearn import metrics
 
 from pipeline.contract.encoding import as_strings, codes, numbers
 from pipeline.errors import ConfigError, DataError
+
+# torch and sklearn are imported where they are used (losses, metrics), not here: batch
+# inference's driver reads a task's output schema only, and importing both costs it seconds.
+if TYPE_CHECKING:
+    import torch
 
 # Which label values a row needs to count: `present` (not null), `finite` (a number),
 # `in_classes` (a class seen in train) or `normal` (in data.normal_labels).
@@ -231,10 +233,12 @@ class Classification(Task):
         return len(label.classes)
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.cross_entropy(out.float(), target.long())
 
     def activate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(out.float(), dim=1)
+        return out.float().softmax(dim=1)
 
     def empty_outputs(self, label: Label) -> np.ndarray:
         return np.zeros((0, len(label.classes)), np.float32)
@@ -259,6 +263,8 @@ class Classification(Task):
 
     def evaluate(self, label: Label, targets: np.ndarray, outputs: np.ndarray) -> Evaluation:
         """accuracy, macro-F1 and log loss of class probabilities against class indices."""
+        from sklearn import metrics
+
         labels = list(range(len(label.classes)))
         predicted = outputs.argmax(axis=1)
         scores = {
@@ -308,6 +314,8 @@ class Regression(Task):
         return 1
 
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
         return F.mse_loss(out.float().reshape(-1), target)
 
     def activate(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -327,6 +335,8 @@ class Regression(Task):
         return {"val_rmse": float(np.sqrt(sums["squared_error"] / rows)) * label.std}
 
     def evaluate(self, label: Label, targets: np.ndarray, outputs: np.ndarray) -> Evaluation:
+        from sklearn import metrics
+
         truth = self.to_label_units(label, targets)
         return Evaluation(
             {
@@ -413,6 +423,8 @@ class Anomaly(Task):
         return {"task": self.name, "threshold": threshold}
 
     def evaluate(self, label: Label, targets: np.ndarray, outputs: np.ndarray) -> Evaluation:
+        from sklearn import metrics
+
         if len(np.unique(targets)) < 2:
             raise DataError(
                 f"ROC AUC needs normal and anomalous rows, but these {len(targets)} rows are all "
@@ -430,3 +442,8 @@ def task_named(name: str) -> Task:
     if name not in TASKS:
         raise ConfigError(f"unknown task '{name}'; set data.task to one of {sorted(TASKS)}")
     return TASKS[name]
+
+
+def output_schema(task: str) -> list[tuple[str, str]]:
+    """The pyfunc's output columns and their Spark SQL types, per task."""
+    return list(task_named(task).output_schema)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import mlflow
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -43,7 +44,7 @@ from pyspark.sql.types import (
 )
 
 from pipeline.config import Config
-from pipeline.contract.serving import output_schema
+from pipeline.contract.tasks import output_schema  # not .serving: the driver needs no torch
 from pipeline.errors import InferenceError
 from pipeline.infer.model_ref import ModelRef, default_model_uri, resolve
 from pipeline.infer.scoring import BatchScorer
@@ -117,8 +118,10 @@ def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
     """Download the model once on the driver and ship it to executors."""
     local = tempfile.mkdtemp(prefix=f"sparktrain-model-{ref.name}-{ref.version}-")
     path = mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=local)
-    model = mlflow.pyfunc.load_model(path)
-    meta = model.metadata.metadata or {}
+    # Only the MLmodel file's metadata and signature: loading the pyfunc here would import
+    # torch and unpickle the network on the driver, seconds for nothing (executors load it).
+    model = Model.load(path)
+    meta = model.metadata or {}
     task = meta.get("task")
     features = list(meta.get("features") or [])
     if not task or not features:
@@ -127,7 +130,7 @@ def load_model(spark: SparkSession, ref: ModelRef) -> LoadedModel:
             "Score it with mlflow.pyfunc.spark_udf, or register a model trained by sparktrain"
         )
     inputs: dict[str, str] = {}
-    schema = model.metadata.get_input_schema()
+    schema = model.get_input_schema()
     if schema is not None:
         for spec in schema.inputs:
             if spec.name:

@@ -70,8 +70,25 @@ def rejects_table_name(table: str) -> str:
     return f"{table}_rejects"
 
 
-def _counts_by(df: DataFrame, column: str) -> dict[str, int]:
-    return {str(r[column]): int(r["count"]) for r in df.groupBy(column).count().collect()}
+def _counts(judged: DataFrame, clean: DataFrame, rejects: DataFrame) -> dict[str, dict[str, int]]:
+    """Input rows by verdict ("True": passed the rules), clean rows by split, rejects by rule.
+
+    One Spark job over the union, not one per count: each action plans and runs the whole
+    (wide) ingest plan again, which on a small input is most of the job's time.
+    """
+    parts = [
+        judged.select(
+            F.lit("verdict").alias("kind"),
+            F.when(col("_rule").isNull(), "True").otherwise("False").alias("value"),
+        ),
+        clean.select(F.lit("split").alias("kind"), col("split").cast("string").alias("value")),
+        rejects.select(F.lit("rule").alias("kind"), col("rule").cast("string").alias("value")),
+    ]
+    union = parts[0].unionByName(parts[1]).unionByName(parts[2])
+    counts: dict[str, dict[str, int]] = {"verdict": {}, "split": {}, "rule": {}}
+    for r in union.groupBy("kind", "value").count().collect():
+        counts[r["kind"]][str(r["value"])] = int(r["count"])
+    return counts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,13 +202,6 @@ def _ingest(
     data = cfg.data
     clean_path = cfg.table_path(data.table_name)
     rejects_path = cfg.table_path(rejects_table_name(data.table_name))
-    verdicts = _counts_by(judged.withColumn("ok", col("_rule").isNull()), "ok")
-    ok_in, rejected_in = verdicts.get("True", 0), verdicts.get("False", 0)
-    rows_in = ok_in + rejected_in
-    if rows_in == 0:
-        raise DataError(
-            f"data.source '{data.source}' has a header but no data rows: the input is empty"
-        )
     ok = judged.filter(col("_rule").isNull())
     rejected = judged.filter(col("_rule").isNotNull())
     key = data.rules.dedup_key
@@ -221,9 +231,16 @@ def _ingest(
     clean = clean.persist(CACHE)
     rejects = rejects.persist(CACHE)
     persisted += [clean, rejects]
-    splits = {**dict.fromkeys(SPLITS, 0), **_counts_by(clean, "split")}
+    counts = _counts(judged, clean, rejects)
+    ok_in, rejected_in = counts["verdict"].get("True", 0), counts["verdict"].get("False", 0)
+    rows_in = ok_in + rejected_in
+    if rows_in == 0:
+        raise DataError(
+            f"data.source '{data.source}' has a header but no data rows: the input is empty"
+        )
+    splits = {**dict.fromkeys(SPLITS, 0), **counts["split"]}
     rows_ok = sum(splits.values())
-    by_rule = _counts_by(rejects, "rule")
+    by_rule = counts["rule"]
     rows_rejected = sum(by_rule.values())
 
     min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
