@@ -11,8 +11,6 @@ then prints a short report.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
@@ -24,7 +22,7 @@ from typing import Any
 
 import _bootstrap  # noqa: F401  (makes `pipeline` importable from a checkout)
 
-from pipeline.ingest.sources import resolve_source
+from pipeline.ingest.deliveries import write_penguin_delivery
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = "conf/penguins.yaml"
@@ -50,22 +48,6 @@ def step(title: str, job: str, *args: str) -> dict[str, Any]:
     return summary
 
 
-def write_new_rows(count: int = 8) -> Path:
-    """New field observations: raw rows with new individual ids, as a later delivery."""
-    raw = Path(resolve_source("pkg://palmerpenguins/data/penguins-raw.csv")).read_text()
-    rows = list(csv.reader(io.StringIO(raw)))
-    header, body = rows[0], rows[1:]
-    ind = header.index("Individual ID")
-    picked = [list(r) for r in body[::43][:count]]
-    for i, row in enumerate(picked):
-        row[ind] = f"DEMO{i:02d}"
-    NEW_ROWS.parent.mkdir(parents=True, exist_ok=True)
-    out = io.StringIO()
-    csv.writer(out).writerows([header, *picked])
-    NEW_ROWS.write_text(out.getvalue())
-    return NEW_ROWS
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=2)
@@ -86,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         *extra,
     )
     infer1 = step("3/5 batch inference", "batch_infer", "--config", CONF, *extra)
-    new = write_new_rows()
+    new = write_penguin_delivery(NEW_ROWS, 8, "DEMO")  # new field observations
     appended = step(
         "4/5 ingest a new delivery of raw rows (append)",
         "ingest",

@@ -21,8 +21,6 @@ the best round go to details.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import re
@@ -39,13 +37,13 @@ from pipeline.bench.timing import alternate
 from pipeline.bench.workspace import Workspace
 from pipeline.config import Config, load_config
 from pipeline.errors import SparktrainError
+from pipeline.ingest.deliveries import PENGUINS_RAW, write_penguin_delivery
 from pipeline.ingest.sources import resolve_source
 
 _logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "conf" / "penguins.yaml"
-RAW = "pkg://palmerpenguins/data/penguins-raw.csv"
 NEW_ROWS = 8
 TARGET = 2.0
 _PHASES = re.compile(
@@ -93,21 +91,6 @@ def _peer(source: str, fmt: str, out: Path, overrides: list[str]) -> list[str]:
     ]
 
 
-def write_new_rows(path: Path, count: int = NEW_ROWS) -> Path:
-    """`count` raw penguins rows with new individual ids, as a later delivery (as the demo)."""
-    rows = list(csv.reader(io.StringIO(Path(resolve_source(RAW)).read_text())))
-    header, body = rows[0], rows[1:]
-    ind = header.index("Individual ID")
-    picked = [list(r) for r in body[:: len(body) // count][:count]]
-    for i, row in enumerate(picked):
-        row[ind] = f"BENCH{i:02d}"
-    out = io.StringIO()
-    csv.writer(out).writerows([header, *picked])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(out.getvalue())
-    return path
-
-
 def _best(runs: list[_Run]) -> _Run:
     return min(runs, key=lambda r: r.seconds)
 
@@ -130,7 +113,7 @@ def bench_startup(cfg: Config, ws: Workspace) -> Figure:
         "tracking.experiment=bench-b9",
         f"train.checkpoint_dir={root / 'checkpoints'}",
     ]
-    raw = resolve_source(RAW)
+    raw = resolve_source(PENGUINS_RAW)
     rounds = cfg.bench.rounds
     ingests: list[_Run] = []
     ingest_peers: list[_Run] = []
@@ -166,7 +149,7 @@ def bench_startup(cfg: Config, ws: Workspace) -> Figure:
         "set-up training",
     )
     first = _Run(_job("batch_infer", [*state, "infer.output_table=scored"]), "first inference")
-    new = write_new_rows(root / "new" / "penguins-new.csv")
+    new = write_penguin_delivery(root / "new" / "penguins-new.csv", NEW_ROWS, "BENCH")
     _Run(_job("ingest", [*state, f"data.source={new}", "data.mode=append"]), "append")
     penguins: Config = load_config(CONF, state)
     clean = penguins.table_path(penguins.data.table_name)
