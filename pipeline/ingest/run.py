@@ -5,7 +5,7 @@ Every input row ends up in exactly one of three places, so
 and is checked against the tables in tests:
 
 - the clean table: typed snake_case columns, `split`, `_source_file`, `_ingested_at`,
-  rows in a hash order of their key (row groups mix classes; see `_mixed`);
+  rows in a hash order of their key (row groups mix classes; see `dedup`);
 - the rejects table: `rule`, `reason`, `raw` (JSON of the raw values),
   `_source_file`, `_ingested_at`;
 - dropped as a duplicate (only with `data.rules.dedup_key`): a second row with
@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass, field
+from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
@@ -40,7 +41,7 @@ from pyspark.sql import functions as F
 from pipeline.config import Config
 from pipeline.errors import DataError
 from pipeline.ingest.classify import classify
-from pipeline.ingest.dedup import drop_seen, keep_first
+from pipeline.ingest.dedup import first_of_each, mark_seen, seen_groups, with_groups
 from pipeline.ingest.ledger import pending_files, read_location, record_files
 from pipeline.ingest.read_errors import name_unreadable_file
 from pipeline.ingest.sources import col, fingerprint, list_source_files, resolve_source
@@ -60,9 +61,8 @@ _logger = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ["rule", "reason", "raw", "_source_file", "_ingested_at"]
 APP_PREFIX = "sparktrain-ingest-"
-ROW_ORDER_SALT = "row-order"
-# Intermediate results are read several times (counts, then the write). On disk,
-# not in the JVM heap: a 10-million-row input overran a 1 GB local driver in memory.
+# The de-duplicated rows are read three times (counts, then each table's write). On
+# disk, not in the JVM heap: a 10-million-row input overran a 1 GB local driver in memory.
 CACHE = StorageLevel.DISK_ONLY
 
 
@@ -70,24 +70,29 @@ def rejects_table_name(table: str) -> str:
     return f"{table}_rejects"
 
 
-def _counts(judged: DataFrame, clean: DataFrame, rejects: DataFrame) -> dict[str, dict[str, int]]:
-    """Input rows by verdict ("True": passed the rules), clean rows by split, rejects by rule.
-
-    One Spark job over the union, not one per count: each action plans and runs the whole
-    (wide) ingest plan again, which on a small input is most of the job's time.
-    """
+def _counts(written: DataFrame) -> dict[str, dict[str, int]]:
+    """From the de-duplicated rows (cached), in one Spark job: input rows by verdict
+    ("True": passed the rules; `_copies` counts the duplicates each kept row stands for),
+    new clean rows by split, new rejects by rule."""
+    new = ~col("_seen")
+    ok = col("_rule").isNull()
     parts = [
-        judged.select(
+        written.select(
             F.lit("verdict").alias("kind"),
-            F.when(col("_rule").isNull(), "True").otherwise("False").alias("value"),
+            F.when(ok, "True").otherwise("False").alias("value"),
+            col("_copies").alias("n"),
         ),
-        clean.select(F.lit("split").alias("kind"), col("split").cast("string").alias("value")),
-        rejects.select(F.lit("rule").alias("kind"), col("rule").cast("string").alias("value")),
+        written.where(ok & new).select(
+            F.lit("split").alias("kind"), col("split").cast("string").alias("value"), F.lit(1)
+        ),
+        written.where(~ok & new).select(
+            F.lit("rule").alias("kind"), col("_rule").cast("string").alias("value"), F.lit(1)
+        ),
     ]
-    union = parts[0].unionByName(parts[1]).unionByName(parts[2])
+    union = reduce(DataFrame.unionByName, [p.toDF("kind", "value", "n") for p in parts])
     counts: dict[str, dict[str, int]] = {"verdict": {}, "split": {}, "rule": {}}
-    for r in union.groupBy("kind", "value").count().collect():
-        counts[r["kind"]][str(r["value"])] = int(r["count"])
+    for r in union.groupBy("kind", "value").agg(F.sum("n").alias("n")).collect():
+        counts[r["kind"]][str(r["value"])] = int(r["n"])
     return counts
 
 
@@ -157,7 +162,6 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     try:
         with name_unreadable_file(files, data.format):
             judged = classify(spark, data, read_location(location, files, every_file))
-            persisted.append(judged.df.persist(CACHE))
             # A de-duplicating append that loses a commit race re-reads the tables and retries.
             summary = with_commit_retries(
                 lambda: _ingest(cfg, spark, judged.df, judged.columns, persisted, app_id),
@@ -169,19 +173,6 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
     finally:
         for df in persisted:
             df.unpersist()
-
-
-def _mixed(ok: DataFrame, shuffled: bool) -> DataFrame:
-    """Rows in a pseudo-random but deterministic order, so each row group mixes classes.
-
-    Raw data often arrives grouped by label (a folder per class, a file sorted
-    by species); Petastorm reads whole row groups, so grouped rows make
-    single-class batches. Rows not yet spread by the dedup shuffle are spread
-    by key first; then each task sorts by a hash of the key.
-    """
-    if not shuffled:
-        ok = ok.repartition(col("_split_key"))
-    return ok.sortWithinPartitions(F.xxhash64(col("_split_key"), F.lit(ROW_ORDER_SALT)))
 
 
 def _prepare_clean(spark: SparkSession, cfg: Config, request: WriteRequest) -> PreparedWrite:
@@ -202,48 +193,50 @@ def _ingest(
     data = cfg.data
     clean_path = cfg.table_path(data.table_name)
     rejects_path = cfg.table_path(rejects_table_name(data.table_name))
-    ok = judged.filter(col("_rule").isNull())
-    rejected = judged.filter(col("_rule").isNotNull())
     key = data.rules.dedup_key
     # The versions read for de-duplication: the commits are conflict-checked against them.
     dedup = bool(key) and data.mode == "append"
     clean_base = version_if_exists(clean_path) if dedup else None
     rejects_base = version_if_exists(rejects_path) if dedup else None
-    if key:
-        ok = keep_first(ok, key)
-        rejected = keep_first(rejected, ["_raw"])
-        if clean_base is not None:
-            ok = drop_seen(ok, read_table(spark, clean_path, clean_base, cfg.lake), key)
-        if rejects_base is not None:
-            seen = read_table(spark, rejects_path, rejects_base, cfg.lake)
-            rejected = drop_seen(rejected, seen.select(F.col("raw").alias("_raw")), ["_raw"])
-    now = F.lit(dt.datetime.now(dt.UTC)).cast("timestamp").alias("_ingested_at")
-    clean = assign_split(_mixed(ok, shuffled=bool(key)), "_split_key", data.split).select(
-        *[col(c) for c in columns], "split", "_source_file", now
+    min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
+    tasks = max(min_groups, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
+    seen = seen_groups(
+        judged,
+        key,
+        None if clean_base is None else read_table(spark, clean_path, clean_base, cfg.lake),
+        None if rejects_base is None else read_table(spark, rejects_path, rejects_base, cfg.lake),
     )
-    rejects = rejected.select(
-        col("_rule").alias("rule"),
-        col("_reason").alias("reason"),
-        col("_raw").alias("raw"),
-        "_source_file",
-        now,
-    )
-    clean = clean.persist(CACHE)
-    rejects = rejects.persist(CACHE)
-    persisted += [clean, rejects]
-    counts = _counts(judged, clean, rejects)
+    grouped = mark_seen(with_groups(judged, key), seen, key)
+    # The one materialised copy: counted, then both tables are written from it.
+    written = assign_split(first_of_each(grouped, key, tasks), "_split_key", data.split)
+    written = written.persist(CACHE)
+    persisted.append(written)
+    counts = _counts(written)
     ok_in, rejected_in = counts["verdict"].get("True", 0), counts["verdict"].get("False", 0)
     rows_in = ok_in + rejected_in
     if rows_in == 0:
         raise DataError(
             f"data.source '{data.source}' has a header but no data rows: the input is empty"
         )
+    now = F.lit(dt.datetime.now(dt.UTC)).cast("timestamp").alias("_ingested_at")
+    new = ~col("_seen")
+    clean = written.where(col("_rule").isNull() & new).select(
+        *[col(c) for c in columns], "split", "_source_file", now
+    )
+    rejects = written.where(col("_rule").isNotNull() & new).select(
+        col("_rule").alias("rule"),
+        col("_reason").alias("reason"),
+        col("_raw").alias("raw"),
+        "_source_file",
+        now,
+    )
     splits = {**dict.fromkeys(SPLITS, 0), **counts["split"]}
     rows_ok = sum(splits.values())
     by_rule = counts["rule"]
     rows_rejected = sum(by_rule.values())
 
-    min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
+    # Rejects are few: a file or a few, not one per task of the shuffle.
+    rejects = rejects.coalesce(max(1, -(-rows_rejected // cfg.lake.target_file_rows)))
     clean_write = _prepare_clean(
         spark,
         cfg,
