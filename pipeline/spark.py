@@ -103,6 +103,11 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     # otherwise). Spark's default INT96 reads back in pyarrow as nanoseconds, which delta-rs
     # can only commit with the `timestampNanos` reader feature that other readers refuse.
     builder = builder.config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+    # Ingest's rules make one large generated method per stage. HotSpot does not JIT a
+    # method over 8,000 bytes of bytecode, and Spark's default limit (65,535) keeps such
+    # a method: it then runs interpreted, 2-3x slower on a 1M-row ingest. At 8,000 Spark
+    # splits the stage instead (its docs suggest this value for HotSpot).
+    builder = builder.config("spark.sql.codegen.hugeMethodLimit", "8000")
     # Object storage: one set of settings for s3a and (through the environment, set
     # before the JVM starts so executors and Horovod ranks inherit it) delta-rs,
     # pyarrow, boto3 and MLflow. spark.conf's own keys win.

@@ -361,4 +361,7 @@ def apply_checks(df: DataFrame, checks: list[Check]) -> DataFrame:
     failed = [F.coalesce(c.failed, F.lit(False)) for c in checks]
     rule = F.coalesce(*[F.when(f, F.lit(c.rule)) for f, c in zip(failed, checks, strict=True)])
     reason = F.concat_ws("; ", *[F.when(f, c.reason) for f, c in zip(failed, checks, strict=True)])
-    return df.withColumn("_rule", rule).withColumn("_reason", F.when(rule.isNotNull(), reason))
+    # `_reason` reads the `_rule` column, not its expression: a clean row (most rows) then
+    # runs the checks once, and the generated code stays small (see pipeline.spark).
+    judged = df.withColumn("_rule", rule)
+    return judged.withColumn("_reason", F.when(col("_rule").isNotNull(), reason))
