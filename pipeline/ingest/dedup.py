@@ -95,4 +95,4 @@ def first_of_each(grouped: DataFrame, key: list[str], tasks: int) -> DataFrame:
         F.row_number().over(window).alias("_nth"),
         F.count(F.lit(1)).over(whole).alias("_copies"),
     )
-    return ranked.where(col("_nth") == 1).drop("_nth", _HASH)
+    return ranked.where(col("_nth") == 1).drop("_nth", _HASH, *names)
