@@ -55,13 +55,13 @@ from pipeline.lake import (
     WriteRequest,
     faults,
     prepare_write,
-    read_table,
     snapshot,
     table_exists,
     transaction_version,
     version_if_exists,
     with_commit_retries,
 )
+from pipeline.lake.direct import read_snapshot
 from pipeline.lake.schema import arrow_schema_of
 
 _logger = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def _done_keys(
 ) -> DataFrame | None:
     if version is None:
         return None
-    done = read_table(spark, path, version, cfg.lake)
+    done = read_snapshot(spark, snapshot(path, version), cfg.lake)
     return done.where(
         (F.col("model_name") == ref.name) & (F.col("model_version") == ref.version)
     ).select(*keys)
@@ -257,7 +257,7 @@ def run_batch_inference(cfg: Config, spark: SparkSession) -> InferenceResult:
             f"input table '{input_path}' (version {snap.version}) has no rows: nothing to score. "
             "Ingest data first, or point infer.input_table at a table with rows"
         )
-    rows = read_table(spark, input_path, snap.version, cfg.lake)
+    rows = read_snapshot(spark, snap, cfg.lake)
     if cfg.infer.split:
         rows = _with_split(rows, cfg, input_path).where(F.col("split") == cfg.infer.split)
     model = load_model(spark, ref)
@@ -307,7 +307,7 @@ class _ScoringJob:
             done = _done_keys(spark, path, base, ref, keys, self.cfg)
             if done is not None:
                 todo = todo.join(done, on=keys, how="left_anti")
-        source = todo.select(*keys, *self.model.features)
+        source = _one_task_if_small(todo.select(*keys, *self.model.features), self.bound)
         if out_done and source.isEmpty():
             # The predictions were committed and nothing failed: the set is complete.
             return self._skipped(input_path, output_path, errors_path)
@@ -417,6 +417,16 @@ class _ScoringJob:
             read_version=base,
         )
         return prepare_write(self.spark, request, self.cfg.lake)
+
+
+def _one_task_if_small(source: DataFrame, bound: int) -> DataFrame:
+    """`source` in one task when its rows (at most `bound`) fit in one Arrow batch.
+
+    Each scoring task starts a Python worker that imports torch and loads the model,
+    seconds of fixed cost; a second one cannot help rows that one batch holds (an
+    incremental run of a few new rows, B9). Larger inputs keep the scan's parallelism."""
+    batch = source.sparkSession.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+    return source.coalesce(1) if 0 < bound <= int(batch or 0) else source
 
 
 def _txn_done(path: str, aid: str, input_version: int) -> bool:

@@ -68,7 +68,10 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
     df = req.df
     if req.transform is not None:
         df = df.mapInArrow(req.transform.fn, req.transform.schema)
-    if df.rdd.getNumPartitions() < plan.min_groups:
+    # Only a request for more than one task looks at the partitions: `df.rdd` plans the
+    # query and, with adaptive execution, runs its shuffles and broadcasts (Spark jobs the
+    # write then runs again), for an answer that cannot matter when one task is enough.
+    if plan.min_groups > 1 and df.rdd.getNumPartitions() < plan.min_groups:
         df = _spread(df, plan.min_groups, req.spread_by)
     write_id = uuid.uuid4().hex
     merge = bool(req.dedup_key) and plan.base_version is not None and table_exists(path)
