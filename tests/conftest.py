@@ -168,7 +168,40 @@ SERIAL_MODULES = frozenset(
 )
 
 
+# The parallel part of `make test` hands whole modules to its two processes in collection
+# order (--no-loadscope-reorder), so the longest go first and the two end together; by
+# default pytest-xdist hands out modules with the most tests first, which left one-test,
+# four-minute modules (test_s3_pipeline, test_cluster) to the end, one process idle meanwhile.
+# Rough module seconds in CI (gate of 2026-11-29): sequence bars ~950, bench ~800, batch
+# inference ~600, engines ~500, then 300 to 100. The other slow-tier modules follow, then the
+# fast tier; within a module the order is kept.
+LONGEST_FIRST = (
+    "test_sequence_bars",
+    "test_bench",
+    "test_batch_infer",
+    "test_engines",
+    "test_train",
+    "test_cluster",
+    "test_ingest",
+    "test_s3_pipeline",
+    "test_mlflow_server",
+    "test_tune",
+    "test_ui",
+    "test_any_table",
+    "test_user_model",
+    "test_tune_quality",
+)
+
+
+def _module_rank(item: pytest.Item) -> int:
+    stem = item.path.stem
+    if stem in LONGEST_FIRST:
+        return LONGEST_FIRST.index(stem)
+    return len(LONGEST_FIRST) + (0 if stem in SLOW_MODULES else 1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_module_rank)  # stable: each module's own order (fixture grouping) is kept
     gpu = has_gpu()
     skip = pytest.mark.skip(reason="needs a CUDA GPU: none is visible to torch on this machine")
     for item in items:
