@@ -32,11 +32,12 @@ $(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.s
 	@touch $(STAMP)
 	@echo "setup done: $(VENV)"
 
-# Two pytest processes (one module each at a time) share the suite, then the tests that time
-# themselves or race jobs run alone (tests/conftest.py SERIAL_MODULES); both parts always run.
+# Two pytest processes (one module each at a time, the longest first: tests/conftest.py
+# LONGEST_FIRST) share the suite, then the tests that time themselves run alone
+# (tests/conftest.py SERIAL_MODULES); both parts always run.
 test: setup
 	@rc=0; \
-	$(PY) -m pytest -n $(TEST_PROCS) --dist loadfile -m "not serial" --durations=25 $(PYTEST_ARGS) || rc=$$?; \
+	$(PY) -m pytest -n $(TEST_PROCS) --dist loadfile --no-loadscope-reorder -m "not serial" --durations=25 $(PYTEST_ARGS) || rc=$$?; \
 	$(PY) -m pytest -m serial --durations=15 $(PYTEST_ARGS) || rc=$$?; \
 	exit $$rc
 

@@ -148,15 +148,15 @@ SLOW_MODULES = frozenset(
 )
 
 
-# Run alone by `make test`, after the parallel part: these assert on elapsed time, on timeouts
-# a loaded machine could hit (rank start, stall and outage limits), or on commit races between
-# jobs started together. The quick benchmark (test_bench) asserts no timing, so it runs in the
-# parallel part: alone it held the serial part for about 4 minutes.
+# Run alone by `make test`, after the parallel part: these assert on elapsed time, or on
+# timeouts a loaded machine could hit (rank start, stall and outage limits). The quick
+# benchmark (test_bench) asserts no timing, so it runs in the parallel part: alone it held the
+# serial part for about 4 minutes. So do test_engines and test_ingest: their commit races are
+# made by a barrier (SPARKTRAIN_BARRIER, 300 s) and their kills by SPARKTRAIN_KILL_AT, not by
+# timing, and they assert on no clock; alone they held the serial part for about 10 minutes.
 SERIAL_MODULES = frozenset(
     {
-        "test_engines",
         "test_fault_limits",
-        "test_ingest",
         "test_job_errors",
         "test_objectstore",
         "test_tracking_errors",
@@ -168,7 +168,40 @@ SERIAL_MODULES = frozenset(
 )
 
 
+# The parallel part of `make test` hands whole modules to its two processes in collection
+# order (--no-loadscope-reorder), so the longest go first and the two end together; by
+# default pytest-xdist hands out modules with the most tests first, which left one-test,
+# four-minute modules (test_s3_pipeline, test_cluster) to the end, one process idle meanwhile.
+# Rough module seconds in CI (gate of 2026-11-29): sequence bars ~950, bench ~800, batch
+# inference ~600, engines ~500, then 300 to 100. The other slow-tier modules follow, then the
+# fast tier; within a module the order is kept.
+LONGEST_FIRST = (
+    "test_sequence_bars",
+    "test_bench",
+    "test_batch_infer",
+    "test_engines",
+    "test_train",
+    "test_cluster",
+    "test_ingest",
+    "test_s3_pipeline",
+    "test_mlflow_server",
+    "test_tune",
+    "test_ui",
+    "test_any_table",
+    "test_user_model",
+    "test_tune_quality",
+)
+
+
+def _module_rank(item: pytest.Item) -> int:
+    stem = item.path.stem
+    if stem in LONGEST_FIRST:
+        return LONGEST_FIRST.index(stem)
+    return len(LONGEST_FIRST) + (0 if stem in SLOW_MODULES else 1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_module_rank)  # stable: each module's own order (fixture grouping) is kept
     gpu = has_gpu()
     skip = pytest.mark.skip(reason="needs a CUDA GPU: none is visible to torch on this machine")
     for item in items:

@@ -26,18 +26,15 @@ from pipeline.ops.services import (
     start_mlflow_ui,
 )
 from tests.helpers import run_job, summary_of
+from tests.train_helpers import ingested_lake
 
 EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def penguins_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The penguins clean table, ingested once for this module's training runs."""
-    lake = tmp_path_factory.mktemp("lake")
-    proc = run_job("ingest", "--config", "conf/penguins.yaml", f"lake.root={lake}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert summary_of(proc)["rows_ok"] > 300
-    return lake
+def penguins_lake(spark, tmp_path_factory: pytest.TempPathFactory) -> Path:  # type: ignore[no-untyped-def]
+    """The penguins clean table (the session's, ingested once): only read by the trainings."""
+    return ingested_lake("penguins", spark, tmp_path_factory)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -73,6 +73,11 @@ FCN_BARS = [
     ("japanesevowels", 370, 12, True, 0.95),  # 7 to 29 steps
     ("basicmotions", 40, 6, False, 0.925),
 ]
+# Fewer epochs than the confs' figures, where the bar still holds with room over three seeds
+# (7, the confs', then 1, 2; measured 2026-11-30): JapaneseVowels at 30 epochs 0.984, 0.981,
+# 0.989 (the conf's 60 gave 0.984); BasicMotions at 20 epochs 1.000, 1.000, 1.000 (the conf's
+# 50 gave 1.000). ItalyPowerDemand keeps its 200: at 80, seed 7 gave 0.936 (1: 0.951, 2: 0.959).
+TEST_EPOCHS = {"japanesevowels": 30, "basicmotions": 20}
 
 
 @pytest.mark.parametrize(("dataset", "test_rows", "channels", "unequal", "bar"), FCN_BARS)
@@ -94,7 +99,8 @@ def test_fcn_meets_the_bar_on_each_archive(
     assert shape is not None
     assert (shape[0], shape[1], shape[2]) == (test_rows, channels, channels), shape
     assert (shape[3] < shape[4]) == unequal, shape  # unequal lengths are padded to the longest
-    summary = _train(dataset, lake, tmp_path, spark)
+    epochs = [f"train.epochs={TEST_EPOCHS[dataset]}"] if dataset in TEST_EPOCHS else []
+    summary = _train(dataset, lake, tmp_path, spark, *epochs)
     assert summary["workers"] == 2
     assert summary["test_metrics"]["accuracy"] >= bar, summary
 

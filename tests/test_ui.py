@@ -20,6 +20,7 @@ import pytest
 from pipeline.ops.rest import MlflowRest
 from pipeline.ops.services import ServiceProcess, free_port, start_process, wait_for_http
 from tests.helpers import run_job, summary_of
+from tests.train_helpers import ingested_lake
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,13 +52,12 @@ class RunningUi:
 
 
 @pytest.fixture(scope="module")
-def trained_store(tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:
-    """A SQLite store holding one real training run, written directly by the jobs."""
+def trained_store(spark, tmp_path_factory: pytest.TempPathFactory) -> TrainedStore:  # type: ignore[no-untyped-def]
+    """A SQLite store holding one real training run, written directly by the training job
+    (its input, the penguins table, is the session's: the UI never sees the lake)."""
     root = tmp_path_factory.mktemp("ui")
     store = f"sqlite:///{root / 'mlflow.db'}"
-    lake = root / "lake"
-    ingest = run_job("ingest", "--config", "conf/penguins.yaml", f"lake.root={lake}")
-    assert ingest.returncode == 0, ingest.stderr[-3000:]
+    lake = ingested_lake("penguins", spark, tmp_path_factory)
     run_name = f"ui-check-{secrets.token_hex(3)}"
     train = run_job(
         "train",

@@ -85,7 +85,7 @@ def run_bench(
         ("B6", lambda: [bench_memory(cfg, ws, t(), memory_rows)]),
         ("B7", lambda: [bench_tracking(cfg, ws, t())]),
         ("B8", lambda: [bench_tune(spark, cfg, ws, quick)]),
-        ("B9", lambda: [bench_startup(cfg, ws)]),
+        ("B9", lambda: [bench_startup(spark, cfg, ws)]),
         ("B10", lambda: [bench_snapshot(spark, cfg, ws, t())]),
     ]
     for key, stage in stages:
