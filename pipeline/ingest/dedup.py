@@ -33,6 +33,11 @@ def _key_groups(key: list[str]) -> list[str]:
     return [f"_g{i}" for i in range(len(key))]
 
 
+def _group_columns(key: list[str]) -> list[str]:
+    """The columns `with_groups` adds, which together name a row's dedup group."""
+    return [_OK, *_key_groups(key), _RAW]
+
+
 def with_groups(judged: DataFrame, key: list[str]) -> DataFrame:
     """`judged` plus its dedup group: whether it passed, and its key (clean) or raw values."""
     ok = col("_rule").isNull()
@@ -55,7 +60,7 @@ def seen_groups(
         parts.append(rejects.select(F.lit(False).alias(_OK), *nulls, col("raw")))
     if not parts:
         return None
-    named = [p.toDF(_OK, *groups, _RAW) for p in parts]
+    named = [p.toDF(*_group_columns(key)) for p in parts]
     return reduce(DataFrame.unionByName, named).distinct()
 
 
@@ -63,7 +68,7 @@ def mark_seen(grouped: DataFrame, seen: DataFrame | None, key: list[str]) -> Dat
     """`_seen`: whether the row's group is in `seen` (a null key never matches, as in Delta)."""
     if seen is None:
         return grouped.withColumn("_seen", F.lit(False))
-    names = [_OK, *_key_groups(key), _RAW]
+    names = _group_columns(key)
     marks = seen.select(*[col(c).alias(f"_s{c}") for c in names], F.lit(True).alias("_seen"))
     # Null-safe on the group columns (a clean row's raw group is null), but a null key
     # value itself never matches: such a row is new.
@@ -79,11 +84,11 @@ def mark_seen(grouped: DataFrame, seen: DataFrame | None, key: list[str]) -> Dat
 def first_of_each(grouped: DataFrame, key: list[str], tasks: int) -> DataFrame:
     """The first row of each group (`_copies`: the group's size), in `tasks` partitions,
     each ordered by a hash of the group. Without a key every row is kept."""
+    names = _group_columns(key)
     if not key:
         spread = grouped.repartition(tasks, col("_split_key"))
         order = F.xxhash64(col("_split_key"), F.lit(ORDER_SALT))
-        return spread.sortWithinPartitions(order).withColumn("_copies", F.lit(1))
-    names = [_OK, *_key_groups(key), _RAW]
+        return spread.sortWithinPartitions(order).drop(*names).withColumn("_copies", F.lit(1))
     hashed = grouped.withColumn(_HASH, F.xxhash64(*[col(c) for c in names], F.lit(ORDER_SALT)))
     # Partitioned by the group, the window below needs no second shuffle; its sort by
     # (hash, group, input order) is also the row order written.
