@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -303,6 +305,21 @@ def test_missing_source_is_a_clear_error(spark: SparkSession, tmp_path: Path) ->
     with pytest.raises(DataError, match="package 'no_such_pkg', which is not installed"):
         run_ingest(_config(tmp_path / "lake", "pkg://no_such_pkg/x.csv"), spark)
     assert not (tmp_path / "lake").exists()
+
+
+def test_package_source_resolves_without_importing_the_package() -> None:
+    # palmerpenguins' __init__ imports pandas: a job that only reads its CSV must not pay that.
+    code = (
+        "import sys; from pipeline.ingest.sources import resolve_source; "
+        "p = resolve_source('pkg://palmerpenguins/data/penguins-raw.csv'); "
+        "print(p, 'palmerpenguins' in sys.modules, 'pandas' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[0].endswith("/palmerpenguins/data/penguins-raw.csv")
+    assert Path(out[0]).is_file()
+    assert out[1:] == ["False", "False"]
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import asdict, dataclass, field
-from functools import reduce
 from typing import Any
 
 from pyspark import StorageLevel
@@ -71,28 +70,25 @@ def rejects_table_name(table: str) -> str:
 
 
 def _counts(written: DataFrame) -> dict[str, dict[str, int]]:
-    """From the de-duplicated rows (cached), in one Spark job: input rows by verdict
+    """From the de-duplicated rows (cached), in one aggregation: input rows by verdict
     ("True": passed the rules; `_copies` counts the duplicates each kept row stands for),
     new clean rows by split, new rejects by rule."""
-    new = ~col("_seen")
-    ok = col("_rule").isNull()
-    parts = [
-        written.select(
-            F.lit("verdict").alias("kind"),
-            F.when(ok, "True").otherwise("False").alias("value"),
-            col("_copies").alias("n"),
-        ),
-        written.where(ok & new).select(
-            F.lit("split").alias("kind"), col("split").cast("string").alias("value"), F.lit(1)
-        ),
-        written.where(~ok & new).select(
-            F.lit("rule").alias("kind"), col("_rule").cast("string").alias("value"), F.lit(1)
-        ),
-    ]
-    union = reduce(DataFrame.unionByName, [p.toDF("kind", "value", "n") for p in parts])
+    ok = col("_rule").isNull().alias("ok")
+    groups = written.groupBy(ok, col("_seen").alias("seen"), "split", "_rule").agg(
+        F.sum("_copies").alias("copies"), F.count(F.lit(1)).alias("rows")
+    )
     counts: dict[str, dict[str, int]] = {"verdict": {}, "split": {}, "rule": {}}
-    for r in union.groupBy("kind", "value").agg(F.sum("n").alias("n")).collect():
-        counts[r["kind"]][str(r["value"])] = int(r["n"])
+
+    def add(kind: str, value: str, n: int) -> None:
+        counts[kind][value] = counts[kind].get(value, 0) + n
+
+    for r in groups.collect():
+        add("verdict", str(r["ok"]), int(r["copies"]))
+        if not r["seen"]:
+            if r["ok"]:
+                add("split", str(r["split"]), int(r["rows"]))
+            else:
+                add("rule", str(r["_rule"]), int(r["rows"]))
     return counts
 
 

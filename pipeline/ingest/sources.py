@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import importlib.resources
+import importlib.util
 import logging
 import os
 import re
@@ -62,19 +62,30 @@ def resolve_source(source: str) -> str:
         )
     if source.startswith(PKG_SCHEME):
         package, _, inner = source[len(PKG_SCHEME) :].partition("/")
-        try:
-            root = importlib.resources.files(package)
-        except ModuleNotFoundError as exc:
-            raise DataError(
-                f"data.source '{source}' names package '{package}', which is not installed; "
-                f"pip install it into the environment or point data.source at a file"
-            ) from exc
-        return os.path.abspath(str(root.joinpath(inner)))
+        return _package_file(source, package, inner)
     if source.startswith("file://"):
         source = source[len("file://") :]
     elif source.startswith("file:"):
         source = source[len("file:") :]
     return source if "://" in source else os.path.abspath(source)
+
+
+def _package_file(source: str, package: str, inner: str) -> str:
+    """`inner` inside the installed `package`, found without importing it: a data package's
+    `__init__` may import pandas (palmerpenguins does, 0.25-0.45 s of a small job's start)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not folders:
+        raise DataError(
+            f"data.source '{source}' names package '{package}', which is not installed; "
+            f"pip install it into the environment or point data.source at a file"
+        )
+    # A namespace package spans folders: take the one that holds the file.
+    found = [f for f in folders if os.path.exists(os.path.join(f, inner))]
+    return os.path.abspath(os.path.join((found or folders)[0], inner))
 
 
 def _visible(name: str) -> bool:
