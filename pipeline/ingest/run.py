@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -77,19 +78,13 @@ def _counts(written: DataFrame) -> dict[str, dict[str, int]]:
     groups = written.groupBy(ok, col("_seen").alias("seen"), "split", "_rule").agg(
         F.sum("_copies").alias("copies"), F.count(F.lit(1)).alias("rows")
     )
-    counts: dict[str, dict[str, int]] = {"verdict": {}, "split": {}, "rule": {}}
-
-    def add(kind: str, value: str, n: int) -> None:
-        counts[kind][value] = counts[kind].get(value, 0) + n
-
+    counts: dict[str, Counter[str]] = {kind: Counter() for kind in ("verdict", "split", "rule")}
     for r in groups.collect():
-        add("verdict", str(r["ok"]), int(r["copies"]))
+        counts["verdict"][str(r["ok"])] += int(r["copies"])
         if not r["seen"]:
-            if r["ok"]:
-                add("split", str(r["split"]), int(r["rows"]))
-            else:
-                add("rule", str(r["_rule"]), int(r["rows"]))
-    return counts
+            kind, value = ("split", r["split"]) if r["ok"] else ("rule", r["_rule"])
+            counts[kind][str(value)] += int(r["rows"])
+    return {kind: dict(by_value) for kind, by_value in counts.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
