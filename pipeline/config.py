@@ -80,6 +80,9 @@ class SparkConfig:
     app_name: str = "sparktrain"
     shuffle_partitions: int = bounded(4, ge=1)
     ui: bool = False
+    # Local sessions map the class archive `make setup` builds (pipeline.class_archive):
+    # seconds off every JVM start. false starts the JVM without it.
+    class_archive: bool = True
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -712,8 +715,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+def _mapping_field(cls: Any, key: str) -> Any:
+    """The type of `cls`'s field `key` when that is a dataclass, or the string "mapping"
+    when it is a dict (whose keys may hold dots, e.g. Spark's), else None."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        return None
+    tp = get_type_hints(cls).get(key)
+    if dataclasses.is_dataclass(tp):
+        return tp
+    return "mapping" if get_origin(tp) is dict else None
+
+
+def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any, cls: Any = None) -> None:
     node = tree
+    for i, k in enumerate(keys[:-1]):
+        inner = _mapping_field(cls, k)
+        if inner == "mapping":
+            # spark.conf.spark.sql.shuffle.partitions=8: one key, "spark.sql.shuffle.partitions"
+            keys = [*keys[: i + 1], ".".join(keys[i + 1 :])]
+            break
+        cls = inner
     for k in keys[:-1]:
         nxt = node.get(k)
         if nxt is None:
@@ -748,7 +769,7 @@ def load_config(
         tree = loaded
     for text in overrides:
         keys, value = parse_override(text)
-        _set_dotted(tree, keys, value)
+        _set_dotted(tree, keys, value, cls)
     return _build(cls, tree, "")
 
 
@@ -774,7 +795,7 @@ def with_values(cfg: T, values: dict[str, Any]) -> T:
     """A copy of `cfg` with dotted keys set to `values`, checked like YAML and overrides."""
     tree = to_dict(cfg)
     for key, value in values.items():
-        _set_dotted(tree, key.split("."), value)
+        _set_dotted(tree, key.split("."), value, type(cfg))
     return _build(type(cfg), tree, "")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from pipeline.class_archive import usable_archive
 from pipeline.config import SparkConfig
 from pipeline.errors import EnvironmentSetupError
 from pipeline.jars import cached_jars
@@ -73,6 +74,22 @@ def _cached_s3a_jars(cfg: SparkConfig) -> list[str]:
     if under_spark_submit() or "hadoop-aws" in cfg.conf.get("spark.jars.packages", ""):
         return []
     return cached_jars("s3a") or []
+
+
+# Settings that bring jars or class-sharing options of the session's own: the archive
+# `make setup` built would not match their class path.
+_OWN_CLASSES = ("spark.jars", "spark.jars.packages", "spark.driver.extraClassPath")
+
+
+def _class_archive(cfg: SparkConfig) -> str | None:
+    """The class archive a local session this code starts maps (pipeline.class_archive)."""
+    if not cfg.class_archive or under_spark_submit() or not cfg.master.startswith("local"):
+        return None
+    options = cfg.conf.get("spark.driver.extraJavaOptions", "")
+    if any(key in cfg.conf for key in _OWN_CLASSES) or "Archive" in options:
+        return None
+    archive = usable_archive()
+    return str(archive) if archive else None
 
 
 def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
@@ -143,6 +160,12 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
             builder = builder.config(
                 "spark.databricks.delta.snapshotPartitions", str(cfg.shuffle_partitions)
             )
+    archive = _class_archive(cfg)
+    if archive:
+        options = cfg.conf.get("spark.driver.extraJavaOptions", "")
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"{options} -XX:SharedArchiveFile={archive}".strip()
+        )
     # Arrow makes pandas UDFs and toPandas fast; it is safe with pyarrow 14.
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
     spark = builder.getOrCreate()

@@ -39,6 +39,27 @@ def test_yaml_and_overrides_build_typed_sections(tmp_path: Path) -> None:
     assert cfg.train.batch_size == 32
 
 
+def test_a_mapping_override_takes_the_rest_of_the_dotted_key_as_one_key(tmp_path: Path) -> None:
+    """Spark's own keys hold dots: spark.conf.spark.sql.shuffle.partitions=8 sets one key."""
+    p = write(tmp_path, "spark:\n  conf:\n    spark.driver.memory: 2g\n")
+    cfg = load_config(
+        p,
+        [
+            "spark.conf.spark.sql.shuffle.partitions=8",
+            "spark.conf.spark.driver.extraJavaOptions=-Xss4m",
+            "data.rename.Body Mass (g)=body_mass_g",
+        ],
+    )
+    assert cfg.spark.conf == {
+        "spark.driver.memory": "2g",
+        "spark.sql.shuffle.partitions": "8",
+        "spark.driver.extraJavaOptions": "-Xss4m",
+    }
+    assert cfg.data.rename == {"Body Mass (g)": "body_mass_g"}
+    with pytest.raises(ConfigError, match=r"unknown config key 'spark\.cnof'"):
+        load_config(p, ["spark.cnof.spark.x=1"])
+
+
 def test_unknown_key_names_the_closest_valid_key(tmp_path: Path) -> None:
     p = write(tmp_path, "train:\n  epocs: 3\n")
     expected = r"unknown config key 'train.epocs'; did you mean 'epochs'"
