@@ -715,26 +715,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _mapping_field(cls: Any, key: str) -> Any:
-    """The type of `cls`'s field `key` when that is a dataclass, or the string "mapping"
-    when it is a dict (whose keys may hold dots, e.g. Spark's), else None."""
-    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
-        return None
-    tp = get_type_hints(cls).get(key)
-    if dataclasses.is_dataclass(tp):
-        return tp
-    return "mapping" if get_origin(tp) is dict else None
-
-
-def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any, cls: Any = None) -> None:
-    node = tree
-    for i, k in enumerate(keys[:-1]):
-        inner = _mapping_field(cls, k)
-        if inner == "mapping":
-            # spark.conf.spark.sql.shuffle.partitions=8: one key, "spark.sql.shuffle.partitions"
-            keys = [*keys[: i + 1], ".".join(keys[i + 1 :])]
+def _dotted_keys(cls: Any, keys: list[str]) -> list[str]:
+    """`keys`, with everything after a mapping field joined into one key: Spark's keys
+    hold dots (spark.conf.spark.sql.shuffle.partitions=8 sets "spark.sql.shuffle.partitions"),
+    and so do tune.space's (tune.space.train.lr={loguniform: [0.0001, 0.01]})."""
+    for i, key in enumerate(keys[:-1]):
+        if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
             break
-        cls = inner
+        tp = get_type_hints(cls).get(key)
+        if get_origin(tp) is dict:
+            return [*keys[: i + 1], ".".join(keys[i + 1 :])]
+        cls = tp
+    return keys
+
+
+def _set_dotted(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = tree
     for k in keys[:-1]:
         nxt = node.get(k)
         if nxt is None:
@@ -769,7 +765,7 @@ def load_config(
         tree = loaded
     for text in overrides:
         keys, value = parse_override(text)
-        _set_dotted(tree, keys, value, cls)
+        _set_dotted(tree, _dotted_keys(cls, keys), value)
     return _build(cls, tree, "")
 
 
@@ -795,7 +791,7 @@ def with_values(cfg: T, values: dict[str, Any]) -> T:
     """A copy of `cfg` with dotted keys set to `values`, checked like YAML and overrides."""
     tree = to_dict(cfg)
     for key, value in values.items():
-        _set_dotted(tree, key.split("."), value, type(cfg))
+        _set_dotted(tree, _dotted_keys(type(cfg), key.split(".")), value)
     return _build(type(cfg), tree, "")
 
 

@@ -48,8 +48,10 @@ def test_a_mapping_override_takes_the_rest_of_the_dotted_key_as_one_key(tmp_path
             "spark.conf.spark.sql.shuffle.partitions=8",
             "spark.conf.spark.driver.extraJavaOptions=-Xss4m",
             "data.rename.Body Mass (g)=body_mass_g",
+            "tune.space.train.lr={loguniform: [0.0001, 0.01]}",
         ],
     )
+    assert cfg.tune.space == {"train.lr": {"loguniform": [0.0001, 0.01]}}
     assert cfg.spark.conf == {
         "spark.driver.memory": "2g",
         "spark.sql.shuffle.partitions": "8",
