@@ -179,6 +179,14 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     return spark
 
 
+def mapped_class_archive(spark: SparkSession) -> str | None:
+    """The class archive the session's driver JVM was started with, if any."""
+    jvm: Any = spark._jvm
+    arguments = jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()
+    prefix = "-XX:SharedArchiveFile="
+    return next((str(a)[len(prefix) :] for a in arguments if str(a).startswith(prefix)), None)
+
+
 def jvm_class_available(spark: Any, name: str) -> bool:
     """True when the driver JVM can load class `name` (a jar's presence on the session)."""
     try:

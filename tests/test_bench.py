@@ -17,6 +17,7 @@ import pytest
 from pipeline.bench.figures import Figure, Pair, Report
 from pipeline.bench.run import ALL, check_only
 from pipeline.bench.workspace import MARKER, Workspace
+from pipeline.class_archive import usable_archive
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 from tests.helpers import REPO, run_job, summary_of
@@ -105,6 +106,7 @@ def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
     }
     assert data["context"]["quick"] is True
     assert data["context"]["raw_rows"] == QUICK.quick_rows
+    assert data["context"]["class_archive"] == str(usable_archive())  # built by make setup
 
 
 def test_quick_run_figures_are_consistent(quick_run: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import pytest
 from pipeline.class_archive import DIR_ENV, archive_path, build, usable_archive
 from pipeline.config import SparkConfig
 from pipeline.ingest.sources import resolve_source
-from pipeline.spark import _class_archive
+from pipeline.spark import _class_archive, mapped_class_archive
 from tests.helpers import REPO
 
 PENGUINS_RAW = "pkg://palmerpenguins/data/penguins-raw.csv"
@@ -59,8 +59,7 @@ def _source_of(log: str, cls: str) -> str:
 def test_setup_built_the_archive_and_the_tests_session_maps_it(spark: Any) -> None:
     archive = usable_archive()
     assert archive is not None, "no class archive for this virtualenv: run `make setup`"
-    runtime = spark._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
-    assert f"-XX:SharedArchiveFile={archive}" in list(runtime.getInputArguments())
+    assert mapped_class_archive(spark) == str(archive)
 
 
 def test_a_job_loads_sparks_classes_from_the_archive(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from pipeline.doctor import machine, package_versions
 from pipeline.errors import ConfigError
 from pipeline.ingest import run_ingest
 from pipeline.ingest.synthetic import generate_raw, write_raw
+from pipeline.spark import mapped_class_archive
 
 _logger = logging.getLogger(__name__)
 
@@ -111,6 +112,8 @@ def run_bench(
         },
         "lake": dataclasses.asdict(cfg.lake),
         "spark_master": spark.sparkContext.master,
+        # B9's jobs and peers start their JVMs with it too (pipeline.class_archive)
+        "class_archive": mapped_class_archive(spark),
         "machine": machine(),
         "packages": package_versions(),
         "load_average_start": load_start,
