@@ -85,11 +85,14 @@ def _class_archive(cfg: SparkConfig) -> str | None:
     """The class archive a local session this code starts maps (pipeline.class_archive)."""
     if not cfg.class_archive or under_spark_submit() or not cfg.master.startswith("local"):
         return None
-    options = cfg.conf.get("spark.driver.extraJavaOptions", "")
-    if any(key in cfg.conf for key in _OWN_CLASSES) or "Archive" in options:
+    if any(key in cfg.conf for key in _OWN_CLASSES) or "Archive" in _java_options(cfg):
         return None
     archive = usable_archive()
     return str(archive) if archive else None
+
+
+def _java_options(cfg: SparkConfig) -> str:
+    return cfg.conf.get("spark.driver.extraJavaOptions", "")
 
 
 def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
@@ -162,10 +165,8 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
             )
     archive = _class_archive(cfg)
     if archive:
-        options = cfg.conf.get("spark.driver.extraJavaOptions", "")
-        builder = builder.config(
-            "spark.driver.extraJavaOptions", f"{options} -XX:SharedArchiveFile={archive}".strip()
-        )
+        options = f"{_java_options(cfg)} -XX:SharedArchiveFile={archive}".strip()
+        builder = builder.config("spark.driver.extraJavaOptions", options)
     # Arrow makes pandas UDFs and toPandas fast; it is safe with pyarrow 14.
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
     spark = builder.getOrCreate()
