@@ -28,6 +28,7 @@ class-archive: jars
 
 $(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.sh
 	@command -v java >/dev/null || { echo "error: no Java runtime. Spark 3.5 needs Java 8/11/17: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+	@compgen -G "$(VENV)/lib/python3*/site-packages/torch" >/dev/null || bash docker/check-disk.sh $(VENV)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24" "setuptools>=77.0.3" wheel
 	$(PY) -m pip install -q torch==2.13.0 numpy==1.26.4 pyyaml packaging

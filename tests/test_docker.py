@@ -250,7 +250,7 @@ def test_hadolint_passes() -> None:
 )
 def test_shellcheck_passes_on_ops_scripts() -> None:
     exe = shutil.which("shellcheck") or str(REPO / ".venv/bin/shellcheck")
-    scripts = ["cluster.sh", "mlflow-ui.sh", "spark-gpu-discovery.sh"]
+    scripts = ["check-disk.sh", "cluster.sh", "mlflow-ui.sh", "spark-gpu-discovery.sh"]
     proc = subprocess.run(
         [exe, *(str(DOCKER / s) for s in scripts)], capture_output=True, text=True, timeout=60
     )
@@ -429,3 +429,18 @@ def test_compiler_wrappers_raise_the_standard_and_add_the_includes_gcc13_drops(
     assert args("nvcc17.sh", "SPARKTRAIN_REAL_NVCC", "-std=c++11", "-x", "cu", "-c", "k.cu") == [
         "-std=c++17", "-x", "cu", "-c", "k.cu",
     ]  # fmt: skip
+
+
+def test_setup_stops_early_with_the_fix_when_the_disk_is_too_small(tmp_path: Path) -> None:
+    """CI once died 47 s into setup with pip's "[Errno 28] No space left on device"; the
+    check names the free space, the need and the fix before anything is downloaded."""
+    script = str(DOCKER / "check-disk.sh")
+    venv = str(tmp_path / ".venv")
+    env = {"PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    fits = subprocess.run(["bash", script, venv, "0"], env=env, capture_output=True, text=True)
+    assert (fits.returncode, fits.stderr) == (0, "")
+    proc = subprocess.run(["bash", script, venv, "999999"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    needed = rf"error: \d+ GB free on the disk of {tmp_path}; setup needs about 999999 GB"
+    assert re.search(needed, proc.stderr), proc.stderr
+    assert "VENV=... and TMPDIR=... on a larger disk" in proc.stderr
