@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
-from pipeline.ingest import images, rules, sequences
+from pipeline.ingest import images, rules, sequences, sql
 from pipeline.ingest.array_sequences import read_array_series
 from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE, col, read_tabular
 from pipeline.ingest.splits import SOURCE_SPLIT, declared_split, split_key, undeclared_split
+from pipeline.ingest.sql import ident, literal
 
 META = ["_source_file", "_row_id", "_rule", "_reason", "_raw", "_split_key"]
 
@@ -32,10 +33,10 @@ def _key_columns(data: DataConfig, fallback: list[str]) -> list[str]:
     return data.id or fallback
 
 
-def _split_check(value: Column, data: DataConfig) -> rules.Check:
-    """data.split_column's rule: every row names its split."""
+def _split_check(column: str, data: DataConfig) -> rules.Check:
+    """data.split_column's rule: every row names its split (`column` holds it)."""
     assert data.split_column is not None
-    failed, reason = undeclared_split(value, data.split_column)
+    failed, reason = undeclared_split(column, data.split_column)
     return rules.Check("split", failed, reason)
 
 
@@ -44,13 +45,9 @@ def classify_tabular(
 ) -> Classified:
     raw, header = read_tabular(spark, data, location)
     refs = [rules.raw_ref(i) for i in range(len(header))]
-    raw = raw.select(
-        *[col(h).alias(r) for h, r in zip(header, refs, strict=True)],
-        CORRUPT,
-        LINE_RULE,
-        LINE_REASON,
-        "_source_file",
-        "_row_id",
+    raw = raw.selectExpr(
+        *[f"{ident(h)} AS {r}" for h, r in zip(header, refs, strict=True)],
+        *[ident(c) for c in (CORRUPT, LINE_RULE, LINE_REASON, "_source_file", "_row_id")],
     )
     plans = rules.plan_columns(header, data)
     types = {p.clean: p.dtype for p in plans}
@@ -66,30 +63,28 @@ def classify_tabular(
         *rules.value_checks(types, data, raw_of, {c: rules.staged_name(c) for c in types}),
     ]
     if split_ref is not None:
-        value_checks.append(_split_check(col(split_ref), data))
+        value_checks.append(_split_check(split_ref, data))
     checks = [*rules.line_checks(), rules.parse_check(), *rules.on_parsed_lines(value_checks)]
     judged = rules.apply_checks(typed, checks)
-    raw_json = F.when(
-        col(CORRUPT).isNotNull(), F.to_json(F.struct(col(CORRUPT).alias("line")))
-    ).otherwise(
-        F.to_json(
-            F.struct(*[col(r).alias(h) for h, r in zip(header, refs, strict=True)]),
-            {"ignoreNullFields": "false"},
-        )
+    fields = ", ".join(f"{literal(h)}, {r}" for h, r in zip(header, refs, strict=True))
+    raw_json = sql.when(
+        f"{ident(CORRUPT)} IS NOT NULL",
+        f"to_json(named_struct('line', {ident(CORRUPT)}))",
+        f"to_json(named_struct({fields}), map('ignoreNullFields', 'false'))",
     )
     # Without an id, the split hashes all raw values: independent of the cleaning rules.
-    key = split_key([col(c) for c in data.id]) if data.id else split_key([col(r) for r in refs])
+    key = split_key(data.id or refs)
     clean = [p.clean for p in plans if p.clean != data.split_column]
     out = judged.select(
-        *[col(c) for c in clean],
+        *clean,
         "_source_file",
         "_row_id",
         "_rule",
         "_reason",
         # Only rejects keep their raw values: JSON for every clean row would double the data.
-        F.when(col("_rule").isNotNull(), raw_json).alias("_raw"),
+        sql.expr(sql.when("_rule IS NOT NULL", raw_json), "_raw"),
         key.alias("_split_key"),
-        *([declared_split(col(split_ref)).alias(SOURCE_SPLIT)] if split_ref else []),
+        *([declared_split(split_ref).alias(SOURCE_SPLIT)] if split_ref else []),
     )
     return Classified(out, clean)
 
@@ -114,11 +109,13 @@ def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Cla
     rules.check_rule_columns(types, data)
     if data.rules.ranges:
         raise DataError("data.rules.ranges does not apply to image datasets; remove it")
-    decode = rules.Check("decode", col("_decode_rule") == F.lit("decode"), col("_decode_reason"))
-    layout = rules.Check("label", col("_decode_rule") == F.lit("label"), col("_decode_reason"))
+    decode, layout = (
+        rules.Check(rule, f"_decode_rule = {literal(rule)}", "_decode_reason")
+        for rule in ("decode", "label")
+    )
     checks = [decode, layout, *rules.value_checks(types, data)]
     judged = rules.apply_checks(decoded, checks)
-    key = split_key([col(c) for c in _key_columns(data, ["path"])])
+    key = split_key(_key_columns(data, ["path"]))
     clean = list(types)
     out = judged.select(
         *clean, "_source_file", "_row_id", "_rule", "_reason", "_raw", key.alias("_split_key")
@@ -162,18 +159,18 @@ def classify_sequences(
         checks.append(
             rules.Check(
                 f"cast:{label}",
-                text.isNotNull() & col(label).isNull(),
-                F.concat(F.lit(f"{label} '"), text, F.lit(f"' is not a {label_type}")),
+                f"_label_text IS NOT NULL AND {ident(label)} IS NULL",
+                sql.text(f"{label} '", ident("_label_text"), f"' is not a {label_type}"),
             )
         )
     if data.split_column is not None:
-        checks.append(_split_check(col(SOURCE_SPLIT), data))
+        checks.append(_split_check(SOURCE_SPLIT, data))
     judged = rules.apply_checks(staged, [*checks, *rules.value_checks(types, data)])
-    judged = judged.withColumn(SOURCE_SPLIT, declared_split(col(SOURCE_SPLIT)))
-    key = split_key([col(id_name)])
+    judged = judged.withColumn(SOURCE_SPLIT, declared_split(SOURCE_SPLIT))
+    key = split_key([id_name])
     clean = list(types)
     out = judged.select(
-        *[col(c) for c in clean],
+        *clean,
         "_source_file",
         "_row_id",
         "_rule",

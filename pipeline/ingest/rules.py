@@ -13,20 +13,18 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
 from pipeline.config import DataConfig
 from pipeline.errors import ConfigError, DataError
 from pipeline.ingest.naming import did_you_mean, snake_case
-from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE, col
+from pipeline.ingest.sources import CORRUPT, LINE_REASON, LINE_RULE
+from pipeline.ingest.sql import Expr, ident, literal, shown, text, when
 
 NUMERIC_TYPES = {"double", "float", "int", "integer", "long", "bigint", "short", "smallint"}
 SCALAR_TYPES = NUMERIC_TYPES | {"string", "boolean", "date", "timestamp"}
 _DECIMAL = re.compile(r"decimal\(\s*\d+\s*,\s*\d+\s*\)")
-REASON_VALUE_CHARS = 80
 
 _logger = logging.getLogger(__name__)
 
@@ -52,11 +50,12 @@ def staged_name(clean: str) -> str:
 
 @dataclass(frozen=True)
 class Check:
-    """A rule: the rows it rejects and why, in words."""
+    """A rule: the rows it rejects and why, in words, as Spark SQL expression text
+    (see pipeline.ingest.sql) over the columns of the frame the checks are applied to."""
 
     rule: str
-    failed: Column
-    reason: Column
+    failed: str
+    reason: str
 
 
 def _valid_type(dtype: str) -> bool:
@@ -176,14 +175,6 @@ def check_rule_columns(columns: dict[str, str], data: DataConfig) -> None:
             )
 
 
-def _shown(value: Column) -> Column:
-    return F.coalesce(F.substring(value.cast("string"), 1, REASON_VALUE_CHARS), F.lit("<null>"))
-
-
-def _text(*parts: Column | str) -> Column:
-    return F.concat(*[p if isinstance(p, Column) else F.lit(p) for p in parts])
-
-
 def stage_strings(
     df: DataFrame, plans: list[ColumnPlan], data: DataConfig
 ) -> tuple[DataFrame, list[Check]]:
@@ -194,56 +185,53 @@ def stage_strings(
     """
     rules = data.rules
     checks: list[Check] = []
-    staged: list[Column] = []
+    staged: list[str] = []
+    nulls = ", ".join(literal(v) for v in rules.null_values)
     for p in plans:
-        value = col(p.ref)
+        value = ident(p.ref)
         if rules.trim:
-            value = F.trim(value)
+            value = Expr(f"trim({value})")
         if rules.null_values:
-            value = F.when(value.isin(*rules.null_values), F.lit(None)).otherwise(value)
+            value = Expr(when(f"{value} IN ({nulls})", "NULL", value))
         pattern = rules.extract.get(p.clean)
         if pattern is not None:
-            matched = value.rlike(pattern)
+            matched = f"{value} RLIKE {literal(pattern)}"
             checks.append(
                 Check(
                     f"extract:{p.clean}",
-                    value.isNotNull() & ~matched,
-                    _text(f"{p.clean}: '", _shown(value), f"' does not match {pattern}"),
+                    f"{value} IS NOT NULL AND NOT ({matched})",
+                    text(f"{p.clean}: '", shown(value), f"' does not match {pattern}"),
                 )
             )
-            value = F.when(matched, F.regexp_extract(value, pattern, 1))
+            value = Expr(when(matched, f"regexp_extract({value}, {literal(pattern)}, 1)"))
         if p.clean in rules.lowercase:
-            value = F.lower(value)
+            value = Expr(f"lower({value})")
         if p.clean in rules.uppercase:
-            value = F.upper(value)
-        staged.append(value.alias(staged_name(p.clean)))
-    return df.select("*", *staged), checks
+            value = Expr(f"upper({value})")
+        staged.append(f"{value} AS {ident(staged_name(p.clean))}")
+    return df.selectExpr("*", *staged), checks
 
 
 def cast_staged(df: DataFrame, plans: list[ColumnPlan]) -> tuple[DataFrame, list[Check]]:
     """Typed clean columns from the staged strings; a value that does not cast is a failure."""
     checks: list[Check] = []
-    typed: list[Column] = []
+    typed: list[str] = []
     for p in plans:
-        staged = col(staged_name(p.clean))
+        staged = ident(staged_name(p.clean))
         if p.dtype == "string":
-            typed.append(staged.alias(p.clean))
+            typed.append(f"{staged} AS {ident(p.clean)}")
             continue
         # try_cast: null on a bad value whatever spark.sql.ansi.enabled says.
-        value = F.expr(f"try_cast(`{staged_name(p.clean)}` AS {p.dtype})")
-        typed.append(value.alias(p.clean))
+        value = f"try_cast({staged} AS {p.dtype})"
+        typed.append(f"{value} AS {ident(p.clean)}")
         checks.append(
             Check(
                 f"cast:{p.clean}",
-                staged.isNotNull() & value.isNull(),
-                _text(f"{p.clean}: '", _shown(staged), f"' is not a valid {p.dtype}"),
+                f"{staged} IS NOT NULL AND {value} IS NULL",
+                text(f"{p.clean}: '", shown(staged), f"' is not a valid {p.dtype}"),
             )
         )
-    return df.select("*", *typed), checks
-
-
-def _literal(value: Any, dtype: str) -> Column:
-    return F.lit(value).cast(dtype)
+    return df.selectExpr("*", *typed), checks
 
 
 def value_checks(
@@ -263,36 +251,35 @@ def value_checks(
     checks: list[Check] = []
     for name in rules.required:
         raw = raw_of.get(name)
-        shown = _text(" (raw value '", _shown(col(raw)), "')") if raw else F.lit("")
+        raw_shown = text(" (raw value '", shown(ident(raw)), "')") if raw else "''"
         checks.append(
             Check(
                 f"required:{name}",
-                col(staged_of.get(name, name)).isNull(),
-                _text(f"{name} is required but missing", shown),
+                f"{ident(staged_of.get(name, name))} IS NULL",
+                text(f"{name} is required but missing", Expr(raw_shown)),
             )
         )
     for name, values in rules.allowed.items():
-        dtype = columns[name]
-        allowed = [_literal(v, dtype) for v in values]
+        dtype, value = columns[name], ident(name)
+        allowed = ", ".join(literal(v, dtype) for v in values)
+        # `x IN ()` does not parse; with nothing allowed every value fails
+        outside = f"NOT ({value} IN ({allowed}))" if values else "TRUE"
         checks.append(
             Check(
                 f"allowed:{name}",
-                col(name).isNotNull() & ~col(name).isin(*allowed),
-                _text(f"{name}: '", _shown(col(name)), f"' is not one of {values}"),
+                f"{value} IS NOT NULL AND {outside}",
+                text(f"{name}: '", shown(value), f"' is not one of {values}"),
             )
         )
     for name, (low, high) in rules.ranges.items():
-        dtype = columns[name]
-        outside = F.lit(False)
-        if low is not None:
-            outside = outside | (col(name) < _literal(low, dtype))
-        if high is not None:
-            outside = outside | (col(name) > _literal(high, dtype))
+        dtype, value = columns[name], ident(name)
+        bounds = [f"{value} < {literal(low, dtype)}"] if low is not None else []
+        bounds += [f"{value} > {literal(high, dtype)}"] if high is not None else []
         checks.append(
             Check(
                 f"range:{name}",
-                col(name).isNotNull() & outside,
-                _text(f"{name}: ", _shown(col(name)), f" is outside [{low}, {high}]"),
+                f"{value} IS NOT NULL AND ({' OR '.join(['FALSE', *bounds])})",
+                text(f"{name}: ", shown(value), f" is outside [{low}, {high}]"),
             )
         )
     return checks
@@ -308,21 +295,22 @@ def magnitude_checks(columns: dict[str, str], data: DataConfig) -> list[Check]:
         floating = dtype in ("double", "float")
         if not (floating or (name in data.features and dtype in NUMERIC_TYPES)):
             continue
-        value = col(name)
-        value_d = value.cast("double")
-        not_finite = F.isnan(value_d) | (F.abs(value_d) == F.lit(float("inf")))
+        value = ident(name)
+        as_double = f"CAST({value} AS DOUBLE)"
+        not_finite = f"(isnan({as_double}) OR abs({as_double}) = {literal(float('inf'))})"
+        too_large = f"abs({as_double}) > {literal(float(limit))}"
         checks.append(
             Check(
                 f"magnitude:{name}",
-                value.isNotNull() & (not_finite | (F.abs(value_d) > F.lit(limit))),
-                F.when(
-                    not_finite, _text(f"{name}: ", _shown(value), " is not a finite number")
-                ).otherwise(
-                    _text(
+                f"{value} IS NOT NULL AND ({not_finite} OR {too_large})",
+                when(
+                    not_finite,
+                    text(f"{name}: ", shown(value), " is not a finite number"),
+                    text(
                         f"{name}: ",
-                        _shown(value),
+                        shown(value),
                         f" is beyond +-{limit:g} (data.rules.max_abs_value)",
-                    )
+                    ),
                 ),
             )
         )
@@ -332,7 +320,7 @@ def magnitude_checks(columns: dict[str, str], data: DataConfig) -> list[Check]:
 def line_checks() -> list[Check]:
     """Raw lines that were not parsed at all: blank, or more fields than the parser takes."""
     return [
-        Check(rule, col(LINE_RULE) == F.lit(rule), col(LINE_REASON))
+        Check(rule, f"{ident(LINE_RULE)} = {literal(rule)}", ident(LINE_REASON))
         for rule in ("blank", "too_wide")
     ]
 
@@ -340,28 +328,28 @@ def line_checks() -> list[Check]:
 def on_parsed_lines(checks: list[Check]) -> list[Check]:
     """`checks` applied only to lines that parsed: an unparsed line's reason is why it did
     not parse, not the missing values that follow from it."""
-    parsed = col(CORRUPT).isNull() & col(LINE_RULE).isNull()
-    return [Check(c.rule, parsed & c.failed, c.reason) for c in checks]
+    parsed = f"{ident(CORRUPT)} IS NULL AND {ident(LINE_RULE)} IS NULL"
+    return [Check(c.rule, f"{parsed} AND ({c.failed})", c.reason) for c in checks]
 
 
 def parse_check() -> Check:
     return Check(
         "parse",
-        col(CORRUPT).isNotNull() & col(LINE_RULE).isNull(),
-        _text("malformed line (wrong number of fields or bad quoting): ", _shown(col(CORRUPT))),
+        f"{ident(CORRUPT)} IS NOT NULL AND {ident(LINE_RULE)} IS NULL",
+        text("malformed line (wrong number of fields or bad quoting): ", shown(ident(CORRUPT))),
     )
 
 
 def apply_checks(df: DataFrame, checks: list[Check]) -> DataFrame:
     """Add `_rule` (the first failed check, or null) and `_reason` (all failures, in words)."""
     if not checks:
-        return df.withColumn("_rule", F.lit(None).cast("string")).withColumn(
-            "_reason", F.lit(None).cast("string")
-        )
-    failed = [F.coalesce(c.failed, F.lit(False)) for c in checks]
-    rule = F.coalesce(*[F.when(f, F.lit(c.rule)) for f, c in zip(failed, checks, strict=True)])
-    reason = F.concat_ws("; ", *[F.when(f, c.reason) for f, c in zip(failed, checks, strict=True)])
+        none = "CAST(NULL AS STRING)"
+        return df.selectExpr("*", f"{none} AS _rule", f"{none} AS _reason")
+    failed = [f"coalesce({c.failed}, FALSE)" for c in checks]
+    rule = " ".join(f"WHEN {f} THEN {literal(c.rule)}" for f, c in zip(failed, checks, strict=True))
+    reasons = ", ".join(when(f, c.reason) for f, c in zip(failed, checks, strict=True))
     # `_reason` reads the `_rule` column, not its expression: a clean row (most rows) then
     # runs the checks once, and the generated code stays small (see pipeline.spark).
-    judged = df.withColumn("_rule", rule)
-    return judged.withColumn("_reason", F.when(col("_rule").isNotNull(), reason))
+    judged = df.selectExpr("*", f"CASE {rule} END AS _rule")
+    reason = when("_rule IS NOT NULL", f"concat_ws('; ', {reasons})")
+    return judged.selectExpr("*", f"{reason} AS _reason")

@@ -37,6 +37,7 @@ from pipeline.ingest.images import relative_path
 from pipeline.ingest.rules import Check
 from pipeline.ingest.sources import col
 from pipeline.ingest.splits import split_of_file_name
+from pipeline.ingest.sql import Expr, literal, text
 
 PARSED_DDL = (
     "id string, values array<float>, length int, channels int, label string, "
@@ -268,21 +269,18 @@ def canonical(
         "_row_id",
     )
     checks = [
-        Check(rule, col("_decode_rule") == F.lit(rule), col("_decode_reason"))
-        for rule in PARSE_RULES
+        Check(rule, f"_decode_rule = {literal(rule)}", "_decode_reason") for rule in PARSE_RULES
     ]
     if not seq.truncate:
         checks.append(
             Check(
                 "too_long",
-                col("_raw_length") > F.lit(max_length),
-                F.concat(
-                    F.lit("series of "),
-                    col("_raw_length").cast("string"),
-                    F.lit(
-                        f" steps is longer than data.sequence.max_length={max_length}; raise "
-                        "data.sequence.max_length or set data.sequence.truncate=true"
-                    ),
+                f"_raw_length > {max_length}",
+                text(
+                    "series of ",
+                    Expr("CAST(_raw_length AS STRING)"),
+                    f" steps is longer than data.sequence.max_length={max_length}; raise "
+                    "data.sequence.max_length or set data.sequence.truncate=true",
                 ),
             )
         )

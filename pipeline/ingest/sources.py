@@ -27,6 +27,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from pipeline.config import DataConfig
 from pipeline.errors import DataError
+from pipeline.ingest.sql import ident
 
 _logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class SourceFile:
 
 def col(name: str) -> Column:
     """A column by its exact name, even with dots, spaces or backticks in it."""
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(ident(name))
 
 
 def resolve_source(source: str) -> str:
@@ -258,10 +259,12 @@ def read_csv_lines(
         rule.alias(LINE_RULE),
         F.when(rule.isNotNull(), reason).alias(LINE_REASON),
     )
-    flagged = F.col(LINE_RULE).isNotNull()
-    return rows.select(
-        *[F.col("_parsed").getField(n).alias(n) for n in names],
-        F.coalesce(F.col("_parsed").getField(CORRUPT), F.when(flagged, value)).alias(CORRUPT),
+    # SQL text, one item per column: a Column per field costs several Py4J round trips each
+    # (see pipeline.ingest.sql), which added up to seconds on a wide file.
+    unparsed = f"CASE WHEN {LINE_RULE} IS NOT NULL THEN value END"
+    return rows.selectExpr(
+        *[f"_parsed.{ident(n)} AS {ident(n)}" for n in names],
+        f"coalesce(_parsed.{ident(CORRUPT)}, {unparsed}) AS {ident(CORRUPT)}",
         LINE_RULE,
         LINE_REASON,
     ), names

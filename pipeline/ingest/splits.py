@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipeline.config import SplitConfig
+from pipeline.ingest.sql import Expr, ident, literal, text
 
 SPLIT_BUCKETS = 10_000
 SPLITS = ("train", "val", "test")
@@ -20,12 +21,16 @@ KEY_SEPARATOR = "\u001f"  # unit separator: cannot be confused with ordinary tex
 NULL_MARK = "\u0000"
 # Part of the key of every cached copy that carries a computed split: change it with the rule.
 RULE_VERSION = "xxhash64-seed42-v1"
+# The same two characters in SQL text: Spark's parser reads \uXXXX escapes in literals.
+_KEY_SEPARATOR_SQL, _NULL_MARK_SQL = "'\\u001f'", "'\\u0000'"
 
 
-def split_key(columns: list[Column]) -> Column:
-    """One string per row from the key columns; nulls are kept distinct from empty strings."""
-    parts = [F.coalesce(c.cast("string"), F.lit(NULL_MARK)) for c in columns]
-    return F.concat_ws(KEY_SEPARATOR, *parts)
+def split_key(columns: list[str]) -> Column:
+    """One string per row from the key columns (by name); nulls are kept distinct from
+    empty strings. Built as SQL text (see pipeline.ingest.sql): a key of every raw column
+    would otherwise cost a few Py4J round trips per column."""
+    parts = [f"coalesce(CAST({ident(c)} AS STRING), {_NULL_MARK_SQL})" for c in columns]
+    return F.expr(f"concat_ws({_KEY_SEPARATOR_SQL}, {', '.join(parts)})")
 
 
 def split_of(key: Column, fractions: SplitConfig) -> Column:
@@ -44,24 +49,27 @@ SOURCE_SPLIT = "_source_split"
 DECLARED = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
 
-def declared_split(value: Column) -> Column:
+def _declared(value: str) -> str:
+    """SQL: the split a split column's value (SQL text) means, or null."""
+    word = f"lower(trim(CAST({value} AS STRING)))"
+    cases = " ".join(f"WHEN {literal(w)} THEN {literal(split)}" for w, split in DECLARED.items())
+    return f"CASE {word} {cases} END"
+
+
+def declared_split(column: str) -> Column:
     """A split column's value as train | val | test; null when it is none of `DECLARED`."""
-    text = F.lower(F.trim(value.cast("string")))
-    out = F.lit(None).cast("string")
-    for word, split in DECLARED.items():
-        out = F.when(text == F.lit(word), F.lit(split)).otherwise(out)
-    return out
+    return F.expr(_declared(ident(column)))
 
 
-def undeclared_split(value: Column, column: str) -> tuple[Column, Column]:
-    """Rows whose split column (data.split_column) holds no split, and why, in words."""
-    failed = declared_split(value).isNull()
-    reason = F.concat(
-        F.lit(f"split column '{column}' holds "),
-        F.coalesce(F.concat(F.lit("'"), value.cast("string"), F.lit("'")), F.lit("nothing")),
-        F.lit(f"; each row needs one of {', '.join(DECLARED)}"),
-    )
-    return failed, reason
+def undeclared_split(column: str, name: str) -> tuple[str, str]:
+    """Rows whose split column (`column`; data.split_column is `name`) holds no split, and
+    why, in words: SQL text for a cleaning rule (pipeline.ingest.rules.Check)."""
+    value = ident(column)
+    quote = literal("'")
+    held = Expr(f"coalesce(concat({quote}, CAST({value} AS STRING), {quote}), 'nothing')")
+    needs = f"; each row needs one of {', '.join(DECLARED)}"
+    reason = text(f"split column '{name}' holds ", held, needs)
+    return f"{_declared(value)} IS NULL", reason
 
 
 def split_of_file_name(path: Column) -> Column:
@@ -106,5 +114,5 @@ def split_variant(id_columns: list[str], fractions: SplitConfig) -> str:
 def with_split(df: DataFrame, id_columns: list[str], fractions: SplitConfig) -> DataFrame:
     """Add the `split` ingest gives a row with these `data.id` values: the same key (the typed
     values as strings, nulls marked) hashed by the same rule, so both always agree."""
-    key = split_key([F.col("`" + c.replace("`", "``") + "`") for c in id_columns])
+    key = split_key(id_columns)
     return df.withColumn("split", split_of(key, fractions))
