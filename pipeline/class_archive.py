@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.jars import ARTIFACTS, cached_jars
+from pipeline.java import java_binary
 
 _logger = logging.getLogger(__name__)
 
@@ -45,8 +46,7 @@ def archive_dir() -> Path:
 
 
 def _java() -> Path | None:
-    java_home = os.environ.get("JAVA_HOME")
-    found = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    found = java_binary()
     return Path(found).resolve() if found else None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import shutil
 import subprocess
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ from pipeline.class_archive import usable_archive
 from pipeline.config import SparkConfig
 from pipeline.errors import EnvironmentSetupError
 from pipeline.jars import cached_jars
+from pipeline.java import java_binary
 from pipeline.master import check_master
 from pipeline.objectstore import S3Settings, configure_session, export_environment
 
@@ -32,8 +32,7 @@ def under_spark_submit() -> bool:
 
 def check_java() -> None:
     """Fail early, with the fix, when no Java runtime is present."""
-    java_home = os.environ.get("JAVA_HOME")
-    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    java = java_binary()
     if not java or not os.path.exists(java):
         raise EnvironmentSetupError(
             "no Java runtime found: Spark 3.5 needs Java 8, 11 or 17. Install one "
