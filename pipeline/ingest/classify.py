@@ -76,7 +76,7 @@ def classify_tabular(
     key = split_key(data.id or refs)
     clean = [p.clean for p in plans if p.clean != data.split_column]
     out = judged.select(
-        *clean,
+        *[col(c) for c in clean],  # names may hold dots or backticks (data.rename)
         "_source_file",
         "_row_id",
         "_rule",
@@ -170,7 +170,7 @@ def classify_sequences(
     key = split_key([id_name])
     clean = list(types)
     out = judged.select(
-        *clean,
+        *[col(c) for c in clean],  # names may hold dots or backticks (data.rename)
         "_source_file",
         "_row_id",
         "_rule",
