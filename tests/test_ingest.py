@@ -307,6 +307,11 @@ def test_missing_source_is_a_clear_error(spark: SparkSession, tmp_path: Path) ->
     assert not (tmp_path / "lake").exists()
 
 
+def test_package_source_that_is_a_plain_module_says_so() -> None:
+    with pytest.raises(DataError, match=r"'csv' is a module \(.*csv.py\), not a package with data"):
+        resolve_source("pkg://csv/data/x.csv")
+
+
 def test_package_source_resolves_without_importing_the_package() -> None:
     # palmerpenguins' __init__ imports pandas: a job that only reads its CSV must not pay that.
     code = (

@@ -78,11 +78,17 @@ def _package_file(source: str, package: str, inner: str) -> str:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not folders:
+    if spec is None:
         raise DataError(
             f"data.source '{source}' names package '{package}', which is not installed; "
             f"pip install it into the environment or point data.source at a file"
+        )
+    folders = list(spec.submodule_search_locations or [])
+    if not folders:  # a plain module (one .py file) ships no data files
+        raise DataError(
+            f"data.source '{source}': '{package}' is a module ({spec.origin}), not a package "
+            "with data files; name the package that ships the file, or point data.source at "
+            "the file itself"
         )
     # A namespace package spans folders: take the one that holds the file.
     found = [f for f in folders if os.path.exists(os.path.join(f, inner))]
