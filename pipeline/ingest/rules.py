@@ -195,7 +195,8 @@ def stage_strings(
             value = Expr(when(f"{value} IN ({nulls})", "NULL", value))
         pattern = rules.extract.get(p.clean)
         if pattern is not None:
-            matched = f"{value} RLIKE {literal(pattern)}"
+            regex = literal(pattern)
+            matched = f"{value} RLIKE {regex}"
             checks.append(
                 Check(
                     f"extract:{p.clean}",
@@ -203,7 +204,7 @@ def stage_strings(
                     text(f"{p.clean}: '", shown(value), f"' does not match {pattern}"),
                 )
             )
-            value = Expr(when(matched, f"regexp_extract({value}, {literal(pattern)}, 1)"))
+            value = Expr(when(matched, f"regexp_extract({value}, {regex}, 1)"))
         if p.clean in rules.lowercase:
             value = Expr(f"lower({value})")
         if p.clean in rules.uppercase:

@@ -42,9 +42,10 @@ def literal(value: Any, dtype: str | None = None) -> str:
         text = "TRUE" if value else "FALSE"
     elif isinstance(value, int):
         text = str(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        text = f"CAST({string(str(value))} AS DOUBLE)"
     elif isinstance(value, float):
-        text = repr(value) if math.isfinite(value) else f"CAST({string(str(value))} AS DOUBLE)"
-        text = text if "e" in text or "CAST" in text else f"{text}D"
+        text = f"{value!r}D"  # the suffix makes a double; "1.5" alone parses as a decimal
     else:
         text = string(str(value))
     return f"CAST({text} AS {dtype})" if dtype else text
