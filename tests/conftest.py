@@ -168,8 +168,8 @@ SERIAL_MODULES = frozenset(
 )
 
 
-# The parallel part of `make test` hands whole modules to its two processes in collection
-# order (--no-loadscope-reorder), so the longest go first and the two end together; by
+# The parallel part of `make test` hands whole modules to its processes (TEST_PROCS) in
+# collection order (--no-loadscope-reorder), so the longest go first and all end together; by
 # default pytest-xdist hands out modules with the most tests first, which left one-test,
 # four-minute modules (test_s3_pipeline, test_cluster) to the end, one process idle meanwhile.
 # Rough module seconds in CI (gate of 2026-11-29): sequence bars ~950, bench ~800, batch
