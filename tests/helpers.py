@@ -36,3 +36,11 @@ def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines, f"job printed nothing on stdout; stderr:\n{proc.stderr[-4000:]}"
     return json.loads(lines[-1])
+
+
+def file_stats(table: str | Path, version: int) -> list[dict[str, Any]]:
+    """The statistics of each file version `version` of a local Delta table added, as its
+    log entry holds them (numRecords, minValues, maxValues, nullCount)."""
+    log = Path(table) / "_delta_log" / f"{version:020d}.json"
+    actions = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [json.loads(a["add"]["stats"]) for a in actions if "add" in a]

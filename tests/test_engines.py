@@ -17,9 +17,9 @@ from pyspark.sql import functions as F
 from pipeline.config import LakeConfig
 from pipeline.errors import LakeError
 from pipeline.ingest.sources import resolve_source
-from pipeline.lake import history, read_table, transaction_version, write_table
+from pipeline.lake import WriteRequest, history, read_table, transaction_version, write_table
 from pipeline.lake.engine import resolve_engine
-from tests.helpers import REPO, run_job, summary_of
+from tests.helpers import REPO, file_stats, run_job, summary_of
 
 PENGUINS = REPO / "conf" / "penguins.yaml"
 RS, SPARK = LakeConfig(engine="delta-rs"), LakeConfig(engine="delta-spark")
@@ -65,6 +65,35 @@ def test_a_table_written_by_one_engine_is_read_and_appended_by_the_other(
         assert log.transactions().apply("a") == 2
         assert log.transactions().apply("b") == 4
         assert [h["version"] for h in history(path)] == [2, 1, 0]
+
+
+def test_stats_columns_are_a_table_property_both_engines_keep(
+    spark: SparkSession, lake: Path
+) -> None:
+    for first, second, name in ((RS, SPARK, "rs_first"), (SPARK, RS, "spark_first")):
+        path = str(lake / name)
+        write_table(spark, _rows(spark, 0, 30), path, first, stats_columns=("twice",))
+        write_table(spark, _rows(spark, 30, 20), path, second)  # the table's property rules
+        config = DeltaTable(path).metadata().configuration
+        assert config == {"delta.dataSkippingStatsColumns": "twice"}
+        for version, (low, high, rows) in enumerate(((0, 58, 30), (60, 98, 20))):
+            stats = file_stats(path, version)
+            assert sum(s["numRecords"] for s in stats) == rows, (name, version)
+            for s in stats:
+                assert set(s["minValues"]) == set(s["maxValues"]) == {"twice"}, (name, s)
+                assert s["nullCount"] == {"twice": 0}, (name, s)
+            assert min(s["minValues"]["twice"] for s in stats) == low
+            assert max(s["maxValues"]["twice"] for s in stats) == high
+    # without the property every column gets them (Delta's default), on both engines
+    for engine, name in ((RS, "rs_default"), (SPARK, "spark_default")):
+        path = str(lake / name)
+        write_table(spark, _rows(spark, 0, 10), path, engine)
+        assert all(set(s["minValues"]) == {"id", "twice"} for s in file_stats(path, 0)), name
+    with pytest.raises(LakeError, match=r"stats_columns \['nope'\] are not columns.*name columns"):
+        write_table(spark, _rows(spark, 0, 5), str(lake / "bad"), RS, stats_columns=("nope",))
+    assert not (lake / "bad" / "_delta_log").exists()
+    with pytest.raises(LakeError, match="plain names"):
+        WriteRequest(_rows(spark, 0, 5), str(lake / "bad"), stats_columns=("a,b",))
 
 
 def test_a_folder_that_is_not_a_delta_table_is_refused(spark: SparkSession, lake: Path) -> None:

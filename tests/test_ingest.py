@@ -23,7 +23,7 @@ from pipeline.ingest import REJECT_COLUMNS, run_ingest
 from pipeline.ingest.naming import snake_case
 from pipeline.ingest.sources import resolve_source
 from pipeline.lake import read_table
-from tests.helpers import REPO, run_job, summary_of
+from tests.helpers import REPO, file_stats, run_job, summary_of
 from tests.test_lake import assert_lake_agrees
 
 PENGUINS = REPO / "conf" / "penguins.yaml"
@@ -87,6 +87,11 @@ def test_penguins_reconcile_and_overwrite_keeps_version_0(
     assert clean.count() == 333
     assert rejects.count() == 11
     assert rejects.columns == REJECT_COLUMNS
+    # every file keeps its row count; min/max only where they can skip files (STATS_COLUMNS)
+    for table, rows in ((lake / "penguins", 333), (lake / "penguins_rejects", 11)):
+        stats = file_stats(table, 0)
+        assert sum(s["numRecords"] for s in stats) == rows
+        assert all(set(s["minValues"]) == set(s["nullCount"]) == {"_ingested_at"} for s in stats)
     labels = {r.species for r in clean.select("species").distinct().collect()}
     assert labels == {"Adelie", "Chinstrap", "Gentoo"}
     assert {r.sex for r in clean.select("sex").distinct().collect()} == {"male", "female"}

@@ -73,6 +73,10 @@ LINEAGE_FIELDS = [
     StructField("input_version", LongType(), True),
     StructField("scored_at", TimestampType(), True),
 ]
+# The columns whose per-file min/max the predictions and errors tables keep (README "Delta
+# engines", file statistics): each run's files hold one model version, input version and
+# time, so a query for one of them (WHERE model_version = 3) skips every other run's files.
+STATS_COLUMNS = ("model_name", "model_version", "input_version", "scored_at")
 
 
 @dataclass(frozen=True)
@@ -415,6 +419,7 @@ class _ScoringJob:
             transform=ArrowTransform(scorer, schema),
             dedup_key=(*self.keys, "model_name", "model_version"),
             read_version=base,
+            stats_columns=STATS_COLUMNS,
         )
         return prepare_write(self.spark, request, self.cfg.lake)
 

@@ -60,6 +60,11 @@ from pipeline.lake.upsert import prepare_upsert
 _logger = logging.getLogger(__name__)
 
 REJECT_COLUMNS = ["rule", "reason", "raw", "_source_file", "_ingested_at"]
+# The columns whose per-file min/max both tables keep (README "Delta engines", file
+# statistics). Rows are laid out by a hash (see `dedup`), so every file spans nearly every
+# value of a data column and min/max on it could skip nothing; `_ingested_at` is one value
+# per ingest, so "rows ingested since T" skips every older file.
+STATS_COLUMNS = ("_ingested_at",)
 APP_PREFIX = "sparktrain-ingest-"
 # The de-duplicated rows are read three times (counts, then each table's write). On
 # disk, not in the JVM heap: a 10-million-row input overran a 1 GB local driver in memory.
@@ -246,6 +251,7 @@ def _ingest(
             # The same rows give the same files wherever they are read from, so a seeded
             # training run repeats across ingests.
             spread_by=(*columns, "split"),
+            stats_columns=STATS_COLUMNS,
         ),
     )
     rejects_write = prepare_write(
@@ -260,6 +266,7 @@ def _ingest(
             description=f"{data.name}: rows rejected at ingest, with the rule and raw values",
             dedup_key=("raw",) if dedup else (),
             read_version=rejects_base,
+            stats_columns=STATS_COLUMNS,
         ),
         cfg.lake,
     )

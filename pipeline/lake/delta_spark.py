@@ -28,7 +28,7 @@ from pipeline.errors import ConcurrentWriteError
 from pipeline.lake import faults
 from pipeline.lake.engine import Engine
 from pipeline.lake.read import latest_version, table_exists
-from pipeline.lake.request import CommitResult, PreparedWrite, WritePlan
+from pipeline.lake.request import STATS_COLUMNS_PROPERTY, CommitResult, PreparedWrite, WritePlan
 
 _logger = logging.getLogger(__name__)
 
@@ -119,6 +119,10 @@ def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> No
     writer = writer.option("userMetadata", USER_METADATA_PREFIX + write_id)
     if req.app_id is not None:
         writer = writer.option("txnAppId", req.app_id).option("txnVersion", req.app_version)
+    if plan.stats_columns is not None and not plan.exists:
+        # A `delta.` option becomes a property of the table it creates (Delta ignores it
+        # on an existing table, whose own property then rules).
+        writer = writer.option(STATS_COLUMNS_PROPERTY, ",".join(plan.stats_columns))
     if plan.partition_by:
         writer = writer.partitionBy(*plan.partition_by)
     if req.mode == "overwrite":

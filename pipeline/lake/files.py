@@ -84,6 +84,7 @@ class FilePlan:
     default_group_rows: int
     target_file_rows: int
     write_id: str
+    stats_columns: tuple[str, ...] | None = None  # min/max/null counts for these; None: all
 
 
 def _stat_value(value: Any) -> Any:
@@ -112,8 +113,12 @@ def _has_min_max(dtype: pa.DataType) -> bool:
 
 @dataclass
 class _Stats:
-    """numRecords plus per-column min/max/nullCount, merged over the row groups of one file."""
+    """numRecords plus per-column min/max/nullCount, merged over the row groups of one file.
 
+    `columns` limits the per-column figures, as the table's delta.dataSkippingStatsColumns
+    does for every Delta writer; None: every column."""
+
+    columns: tuple[str, ...] | None = None
     num_records: int = 0
     null_count: dict[str, int] = field(default_factory=dict)
     min_values: dict[str, Any] = field(default_factory=dict)
@@ -123,6 +128,8 @@ class _Stats:
     def add(self, table: pa.Table) -> None:
         self.num_records += table.num_rows
         for name, column in zip(table.column_names, table.columns, strict=True):
+            if self.columns is not None and name not in self.columns:
+                continue
             self.null_count[name] = self.null_count.get(name, 0) + column.null_count
             if not _has_min_max(column.type) or name in self.no_min_max:
                 continue
@@ -180,7 +187,7 @@ class _OpenFile:
         self.writer = pq.ParquetWriter(self.full, plan.schema, filesystem=fs, compression="snappy")
         self.rows = 0
         self.row_groups = 0
-        self.stats = _Stats()
+        self.stats = _Stats(plan.stats_columns)
 
     def write_group(self, table: pa.Table) -> None:
         self.writer.write_table(table, row_group_size=table.num_rows)

@@ -9,6 +9,7 @@ ConcurrentWriteError where another writer won.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -25,6 +26,9 @@ from pipeline.lake.files import BatchTransform
 
 Mode = Literal["append", "overwrite"]
 WRITE_ID_KEY = "sparktrain.writeId"
+# The table property both engines read to know which columns get min/max/null counts.
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,10 @@ class WriteRequest:
       each task's rows by the same hash, so the same rows give the same files in the same
       order. Empty: a round-robin split, which depends on every byte of every row (an
       ingest timestamp included), so two writes of the same rows lay them out differently.
+    - `stats_columns`: the columns whose per-file min/max/null counts the table keeps for
+      data skipping, recorded as the table property `delta.dataSkippingStatsColumns` when
+      this write creates the table (README "Delta engines", file statistics). Empty: Delta's
+      default, every column (up to 32). Each file's row count is kept either way.
     - `dedup_key` with `read_version`: a de-duplicating append. `df` holds only rows
       whose key the table lacked at `read_version` (None: no table yet), and the
       commit is conflict-checked against that version: where another writer
@@ -123,6 +131,7 @@ class WriteRequest:
     # data.schema_evolution: `add_columns` lets an append add nullable columns.
     schema_evolution: Literal["none", "add_columns"] = "none"
     spread_by: tuple[str, ...] = ()
+    stats_columns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in ("append", "overwrite"):
@@ -132,6 +141,12 @@ class WriteRequest:
         if self.app_id is not None and (self.app_version is None or self.app_version < 0):
             raise LakeError(
                 f"app_id '{self.app_id}' needs an app_version >= 0, got {self.app_version}"
+            )
+        odd = [c for c in self.stats_columns if not _PLAIN_NAME.fullmatch(c)]
+        if odd:
+            raise LakeError(
+                f"stats_columns {odd}: name columns by plain names (letters, digits, _); "
+                "Delta's table property lists them comma-separated"
             )
         if self.transform is not None and (
             self.max_rows is None or self.partition_by or self.min_row_groups != 1
@@ -158,6 +173,9 @@ class WritePlan:
     base_version: int | None
     checked: bool
     added_columns: tuple[str, ...] = ()  # new nullable columns this append adds
+    # The columns that get min/max/null counts in the files written: the existing table's
+    # STATS_COLUMNS_PROPERTY, else the request's stats_columns; None: every column.
+    stats_columns: tuple[str, ...] | None = None
 
 
 class TableWriter(Protocol):

@@ -54,6 +54,7 @@ from pipeline.lake.files import (
 )
 from pipeline.lake.read import _to_pyarrow_schema, latest_version, table_exists, table_location
 from pipeline.lake.request import (
+    STATS_COLUMNS_PROPERTY,
     WRITE_ID_KEY,
     CommitResult,
     Mode,
@@ -164,8 +165,35 @@ def prepare_write(spark: SparkSession, request: WriteRequest, lake: LakeConfig) 
         base = request.read_version
     else:
         base = table.version() if table is not None else None
-    plan = WritePlan(request, path, parts, schema, exists, min_groups, base, checked, tuple(added))
+    stats = _stats_columns(path, table, request, schema, parts)
+    plan = WritePlan(
+        request, path, parts, schema, exists, min_groups, base, checked, tuple(added), stats
+    )
     return WRITERS[engine].prepare(spark, plan, lake)
+
+
+def _stats_columns(
+    path: str,
+    table: DeltaTable | None,
+    request: WriteRequest,
+    schema: pa.Schema,
+    partition_by: list[str],
+) -> tuple[str, ...] | None:
+    """The columns the files written get min/max/null counts for: what the table says
+    (STATS_COLUMNS_PROPERTY), or for a new table what the request asks, less partition
+    columns (their values are in the paths, not the files); None: all."""
+    if table is not None:
+        listed = (table.metadata().configuration or {}).get(STATS_COLUMNS_PROPERTY)
+        if not listed:
+            return None
+        return tuple(c.strip().strip("`") for c in listed.split(",") if c.strip())
+    missing = [c for c in request.stats_columns if c not in schema.names]
+    if missing:
+        raise LakeError(
+            f"stats_columns {missing} are not columns of the rows written to '{path}' "
+            f"(columns: {schema.names}); name columns the rows have"
+        )
+    return tuple(c for c in request.stats_columns if c not in partition_by) or None
 
 
 def write_table(
@@ -180,6 +208,7 @@ def write_table(
     app_version: int | None = None,
     min_row_groups: int | None = None,
     description: str | None = None,
+    stats_columns: tuple[str, ...] = (),
 ) -> CommitResult:
     """Write `df` to the Delta table at `path` as exactly one new version (or none if skipped)."""
     request = WriteRequest(
@@ -191,6 +220,7 @@ def write_table(
         app_version=app_version,
         min_row_groups=min_row_groups,
         description=description,
+        stats_columns=stats_columns,
     )
     return prepare_write(spark, request, lake).commit()
 
@@ -231,6 +261,7 @@ def _prepare_delta_rs(
             default_group_rows=lake.row_group_rows,
             target_file_rows=lake.target_file_rows,
             write_id=write_id,
+            stats_columns=wplan.stats_columns,
         )
         if "://" not in path:
             os.makedirs(path, exist_ok=True)
@@ -315,6 +346,13 @@ def _commit_version(path: str, write_id: str) -> int:
     return table.version()
 
 
+def _table_properties(wplan: WritePlan) -> dict[str, str | None] | None:
+    """The properties a table this write creates starts with."""
+    if wplan.stats_columns is None:
+        return None
+    return {STATS_COLUMNS_PROPERTY: ",".join(wplan.stats_columns)}
+
+
 def _add_columns(path: str, schema: pa.Schema, names: tuple[str, ...]) -> None:
     """Add nullable columns in a commit of their own, just before the rows' commit: delta-rs's
     write transaction keeps the table's schema. A job that dies between the two leaves the
@@ -353,6 +391,7 @@ def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -
                 mode="error",
                 partition_by=partition_by or None,
                 description=req.description,
+                configuration=_table_properties(wplan),
                 commit_properties=props,
             )
         else:
