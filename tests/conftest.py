@@ -172,9 +172,10 @@ SERIAL_MODULES = frozenset(
 # collection order (--no-loadscope-reorder), so the longest go first and all end together; by
 # default pytest-xdist hands out modules with the most tests first, which left one-test,
 # four-minute modules (test_s3_pipeline, test_cluster) to the end, one process idle meanwhile.
-# Rough module seconds in CI (gate of 2026-11-29): sequence bars ~950, bench ~800, batch
-# inference ~600, engines ~500, then 300 to 100. The other slow-tier modules follow, then the
-# fast tier; within a module the order is kept.
+# Module seconds in a fresh-clone gate with three processes (2026-11-30, gate 12): sequence
+# bars 1723, bench 1499, batch inference 1459, ingest 1024, engines 895, s3 pipeline 695,
+# cluster 548, then 470 to 100. The other slow-tier modules follow, then the fast tier;
+# within a module the order is kept.
 LONGEST_FIRST = (
     "test_sequence_bars",
     "test_bench",
