@@ -38,9 +38,13 @@ def summary_of(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def file_stats(table: str | Path, version: int) -> list[dict[str, Any]]:
-    """The statistics of each file version `version` of a local Delta table added, as its
-    log entry holds them (numRecords, minValues, maxValues, nullCount)."""
+def add_actions(table: str | Path, version: int) -> list[dict[str, Any]]:
+    """The add actions of version `version` of a local Delta table, as its log entry holds them."""
     log = Path(table) / "_delta_log" / f"{version:020d}.json"
     actions = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [json.loads(a["add"]["stats"]) for a in actions if "add" in a]
+    return [a["add"] for a in actions if "add" in a]
+
+
+def file_stats(table: str | Path, version: int) -> list[dict[str, Any]]:
+    """The statistics of each file version `version` added (numRecords, minValues, ...)."""
+    return [json.loads(add["stats"]) for add in add_actions(table, version)]

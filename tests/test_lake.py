@@ -29,6 +29,7 @@ from pipeline.lake import (
 )
 from pipeline.lake.read import _num_rows, _to_pyarrow_schema
 from pipeline.lake.schema import spark_schema_of
+from tests.helpers import add_actions
 
 pytestmark = pytest.mark.usefixtures("lake_engine")
 
@@ -69,12 +70,6 @@ def _frame(spark: SparkSession, start: int, n: int) -> DataFrame:
 
 def _row_groups(table: DeltaTable) -> list[int]:
     return [pq.ParquetFile(f).metadata.num_row_groups for f in table.file_uris()]
-
-
-def _add_actions(path: Path, version: int) -> list[dict]:
-    log = path / "_delta_log" / f"{version:020d}.json"
-    actions = [json.loads(line) for line in log.read_text().splitlines()]
-    return [a["add"] for a in actions if "add" in a]
 
 
 def test_append_and_overwrite_make_versions_that_stay_readable(
@@ -207,7 +202,7 @@ def test_zero_row_writes_create_and_extend_tables(spark: SparkSession, lake: Pat
 def test_add_actions_carry_stats(spark: SparkSession, lake: Path) -> None:
     path = lake / "s"
     write_table(spark, _frame(spark, 0, 100), str(path), LakeConfig(target_file_rows=40))
-    adds = _add_actions(path, 0)
+    adds = add_actions(path, 0)
     assert len(adds) >= 3  # at most 40 rows a file
     total = 0
     for add in adds:
