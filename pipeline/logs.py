@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO
 
 # Packages that log progress chatter through the root logger (logging.info(...)), so
 # their records cannot be quietened by logger name: Horovod's rendezvous server prints
@@ -21,12 +22,29 @@ class _RootChatter(logging.Filter):
         return not any(part in record.pathname for part in _CHATTY_PATHS)
 
 
+class _CurrentStderr(logging.StreamHandler[TextIO]):
+    """Writes to whatever `sys.stderr` is when a record is emitted, not when the job started:
+    a job run in-process (a notebook, pytest) may have its stderr swapped and the old one
+    closed, and a handler holding that one fails with "I/O operation on closed file"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass  # always the current sys.stderr
+
+
 def setup_logging(level: str | None = None) -> None:
     """Send logs to stderr so stdout stays free for the job's JSON summary."""
     level = level or os.environ.get("SPARKTRAIN_LOG_LEVEL", "INFO")
     logging.basicConfig(
         level=level.upper(),
-        stream=sys.stderr,
+        handlers=[_CurrentStderr()],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,29 @@ def test_third_party_chatter_through_the_root_logger_is_dropped_below_debug(
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_job_logging_follows_a_swapped_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job run in-process (pytest, a notebook) may have its stderr swapped and the old one
+    closed; the next record must reach the new stream, not fail with "I/O operation on
+    closed file" (CI printed that as a "--- Logging error ---" with the warning lost)."""
+    import io
+    import logging
+
+    from pipeline.logs import setup_logging
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        monkeypatch.setattr(sys, "stderr", first)
+        setup_logging("INFO")
+        logging.getLogger("pipeline.x").warning("before the swap")
+        first.close()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("pipeline.x").warning("after the swap")
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert "WARNING pipeline.x: after the swap" in second.getvalue()
+    assert "before the swap" not in second.getvalue()

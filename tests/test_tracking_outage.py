@@ -33,7 +33,6 @@ pytestmark = pytest.mark.slow
 
 RUN = (
     "train.workers=1",
-    "train.epochs=10",
     "train.batch_size=8",
     "train.early_stopping_patience=0",
 )
@@ -60,9 +59,10 @@ class Server:
         self.ui = start_mlflow_ui(self.settings, log_path=self.log)
 
     def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 2 s: an outage, not a graceful shutdown."""
+        """SIGKILL at once: an outage, not a graceful shutdown. A SIGTERM grace period let
+        training run six epochs on a loaded CI machine before the server was gone."""
         if self.ui is not None:
-            self.ui.process.stop(timeout_s=2)
+            self.ui.process.stop(timeout_s=0)
             self.ui = None
 
 
@@ -106,9 +106,10 @@ def test_training_goes_on_through_an_outage_and_sends_every_epoch_in_order(
     tmp_path: Path,
     server: Server,
 ) -> None:
+    epochs = 20  # room for three epochs after the server is down, however late the kill lands
     checkpoints = tmp_path / "checkpoints"
     cfg = train_config(
-        "penguins", lake, tmp_path, *RUN, f"tracking.uri={server.url}",
+        "penguins", lake, tmp_path, *RUN, f"train.epochs={epochs}", f"tracking.uri={server.url}",
         f"train.checkpoint_dir={checkpoints}",
     )  # fmt: skip
     seen: dict[str, Any] = {}
@@ -120,7 +121,8 @@ def test_training_goes_on_through_an_outage_and_sends_every_epoch_in_order(
         server.stop()
         seen["stopped_at"] = epoch_of(checkpoints)
         # training must go on while nothing answers: three more epochs, no server
-        seen["went_on"] = wait_for_epoch(checkpoints, seen["stopped_at"] + 3, 120)
+        if seen["stopped_at"] + 3 < epochs:
+            seen["went_on"] = wait_for_epoch(checkpoints, seen["stopped_at"] + 3, 120)
         seen["epochs_while_down"] = epoch_of(checkpoints) - seen["stopped_at"]
         seen["three_epochs_s"] = time.monotonic() - down
         server.start()
@@ -130,12 +132,14 @@ def test_training_goes_on_through_an_outage_and_sends_every_epoch_in_order(
     thread.start()
     summary = run_training(cfg, spark).summary()
     thread.join(timeout=300)
+    assert "stopped_at" in seen, f"training never reached epoch {STOP_AT}"
+    assert seen["stopped_at"] + 3 < epochs, f"the server went down too late to test: {seen}"
     assert seen.get("went_on") is True, seen
     client = MlflowClient(tracking_uri=server.url)
     assert client.get_run(summary["run_id"]).info.status == "FINISHED"
     for key in ("train_loss", "val_loss"):
         metrics = history(client, summary["run_id"], key)
-        assert [m.step for m in metrics] == list(range(10)), key  # every epoch, once
+        assert [m.step for m in metrics] == list(range(epochs)), key  # every epoch, once
         stamps = [m.timestamp for m in metrics]
         assert stamps == sorted(stamps), key  # in the order they were made
     print(
@@ -151,7 +155,10 @@ def test_an_outage_longer_than_the_limit_fails_cleanly_and_stays_resumable(
     server: Server,
 ) -> None:
     checkpoints = tmp_path / "checkpoints"
-    common = (*RUN, f"tracking.uri={server.url}", f"train.checkpoint_dir={checkpoints}")
+    common = (
+        *RUN, "train.epochs=10", f"tracking.uri={server.url}",
+        f"train.checkpoint_dir={checkpoints}",
+    )  # fmt: skip
     cfg = train_config(
         "penguins", lake, tmp_path, *common, "tracking.outage_timeout_s=4",
         "tracking.orphan_after_s=60",
