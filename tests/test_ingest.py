@@ -244,6 +244,11 @@ def test_dedup_against_the_table_on_append(spark: SparkSession, tmp_path: Path) 
     _reconciles(second)
     assert (second["rows_in"], second["rows_ok"], second["duplicates_dropped"]) == (3, 1, 1)
     assert second["rows_rejected"] == 1
+    # the de-duplicating append (an insert-only MERGE on delta-spark, a commit against the
+    # version read on delta-rs) keeps the stats columns the table was created with
+    stats = file_stats(lake / "things", 1)
+    assert sum(s["numRecords"] for s in stats) == 1
+    assert all(set(s["minValues"]) == set(s["nullCount"]) == {"_ingested_at"} for s in stats)
     third = run_ingest(
         _config(lake, _write(tmp_path / "raw3" / "c.csv", header + "4,D thing,NA,red,1\n")), spark
     ).summary()
