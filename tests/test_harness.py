@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -91,62 +93,62 @@ def test_spark_submit_runs_a_job_and_prints_the_summary_last() -> None:
     assert summary["spark_master"] == "local[1]"
 
 
+@pytest.fixture
+def root_logger() -> Iterator[logging.Logger]:
+    """The root logger, its handlers and level put back afterwards: setup_logging replaces
+    them, and later tests in this process must not write through this test's handler."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        yield root
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
 def test_third_party_chatter_through_the_root_logger_is_dropped_below_debug(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], root_logger: logging.Logger
 ) -> None:
     """Horovod's rendezvous server logs every key it stores via logging.info on the root
     logger; jobs hide that below DEBUG, but keep its warnings and everything of ours."""
-    import logging
     import os
 
     from pipeline.logs import setup_logging
 
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-
     def emit(path: str, level: int, message: str) -> None:
-        root.handle(logging.LogRecord("root", level, path, 1, message, None, None))
+        root_logger.handle(logging.LogRecord("root", level, path, 1, message, None, None))
 
     horovod = os.path.join(os.sep, "venv", "site-packages", "horovod", "runner", "http", "s.py")
     ours = str(REPO / "pipeline" / "launch.py")
-    try:
-        setup_logging("INFO")
-        emit(horovod, logging.INFO, "scope global has keys ['rank_0']")
-        emit(horovod, logging.WARNING, "rendezvous is slow")
-        emit(ours, logging.INFO, "launching 2 Horovod ranks")
-        shown = capsys.readouterr().err
-        assert "scope global has keys" not in shown
-        assert "rendezvous is slow" in shown
-        assert "launching 2 Horovod ranks" in shown
-        setup_logging("DEBUG")
-        emit(horovod, logging.INFO, "scope global has keys ['rank_0']")
-        assert "scope global has keys" in capsys.readouterr().err
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+    setup_logging("INFO")
+    emit(horovod, logging.INFO, "scope global has keys ['rank_0']")
+    emit(horovod, logging.WARNING, "rendezvous is slow")
+    emit(ours, logging.INFO, "launching 2 Horovod ranks")
+    shown = capsys.readouterr().err
+    assert "scope global has keys" not in shown
+    assert "rendezvous is slow" in shown
+    assert "launching 2 Horovod ranks" in shown
+    setup_logging("DEBUG")
+    emit(horovod, logging.INFO, "scope global has keys ['rank_0']")
+    assert "scope global has keys" in capsys.readouterr().err
 
 
-def test_job_logging_follows_a_swapped_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_job_logging_follows_a_swapped_stderr(
+    monkeypatch: pytest.MonkeyPatch, root_logger: logging.Logger
+) -> None:
     """A job run in-process (pytest, a notebook) may have its stderr swapped and the old one
     closed; the next record must reach the new stream, not fail with "I/O operation on
     closed file" (CI printed that as a "--- Logging error ---" with the warning lost)."""
     import io
-    import logging
 
     from pipeline.logs import setup_logging
 
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
     first, second = io.StringIO(), io.StringIO()
-    try:
-        monkeypatch.setattr(sys, "stderr", first)
-        setup_logging("INFO")
-        logging.getLogger("pipeline.x").warning("before the swap")
-        first.close()
-        monkeypatch.setattr(sys, "stderr", second)
-        logging.getLogger("pipeline.x").warning("after the swap")
-    finally:
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging("INFO")
+    logging.getLogger("pipeline.x").warning("before the swap")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("pipeline.x").warning("after the swap")
     assert "WARNING pipeline.x: after the swap" in second.getvalue()
     assert "before the swap" not in second.getvalue()
