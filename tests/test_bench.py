@@ -93,10 +93,20 @@ def test_quick_run_writes_every_figure(quick_run: dict[str, Any]) -> None:
     _check_pair("B2 raw scan", data["B2"]["vs raw scan"])
     _check_pair("B10 second", data["B10"]["second run (snapshot reused)"])
     _check_pair("B9 inference", data["B9"]["incremental inference (8 rows)"])
+    # B9's second ingest peer writes a Delta table: informative, with no target of its own
+    delta_pair = data["B9"]["ingest vs a Delta write"]
+    _check_pair("B9 vs Delta", delta_pair)
+    assert delta_pair["value"] == data["B9"]["value"]
+    assert (delta_pair["target"], delta_pair["met"]) == (None, None)
+    assert delta_pair["peer_name"] == "minimal Spark job (same session) -> Delta (delta-spark)"
     # B9: each side's best round is split into phases that add up to (at most) its wall time
     b9 = data["B9"]["details"]
     assert b9["first_inference_rows"] == 333
-    for side, wall in (("ingest", data["B9"]["value"]), ("ingest_peer", data["B9"]["peer"])):
+    for side, wall in (
+        ("ingest", data["B9"]["value"]),
+        ("ingest_peer", data["B9"]["peer"]),
+        ("ingest_delta_peer", delta_pair["peer"]),
+    ):
         phases = b9[f"{side}_phases"]
         assert set(phases) == {"imports", "session", "work", "stop"}
         assert 0 < sum(phases.values()) <= wall + 0.1, (side, phases, wall)
@@ -154,6 +164,7 @@ def test_quick_run_prints_the_table_and_summary(quick_run: dict[str, Any]) -> No
     assert "| B2 vs raw scan |" in table
     assert "| B10 second run (snapshot reused) |" in table
     assert "| B9 incremental inference (8 rows) |" in table
+    assert "| B9 ingest vs a Delta write |" in table
 
 
 # ----------------------------------------------------------------- no Spark needed

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline.config import LakeConfig
-from pipeline.errors import LakeError
+from pipeline.errors import ConcurrentWriteError, LakeError
 from pipeline.lake import (
     ArrowTransform,
     WriteRequest,
@@ -277,6 +277,40 @@ def test_failed_write_leaves_the_table_at_its_previous_version(
         write_table(spark, bad, path, LakeConfig())
     assert DeltaTable(path).version() == 0
     assert read_table(spark, path).count() == 20
+
+
+def test_an_overwrite_that_loses_a_race_fails_and_keeps_the_winner(
+    spark: SparkSession, lake: Path
+) -> None:
+    """Two overwrites of one table in their losing order: the other writer commits after this
+    write was planned and before it commits. First the race to create the table."""
+    path, lake_cfg = str(lake / "t"), LakeConfig()
+    request = WriteRequest(_frame(spark, 0, 5), path, mode="overwrite")
+    late = prepare_write(spark, request, lake_cfg)
+    write_table(spark, _frame(spark, 100, 3), path, lake_cfg, mode="overwrite")
+    with pytest.raises(ConcurrentWriteError) as lost:
+        late.commit()
+    assert (lost.value.winner, lost.value.read_version) == (0, None), vars(lost.value)
+    assert not lost.value.retryable  # an overwrite that lost is not re-run on its own
+    assert f"concurrent write to Delta table '{path}'" in str(lost.value)
+    assert "version 0 after this job read the table before the table existed" in str(lost.value)
+    assert DeltaTable(path).version() == 0
+    assert sorted(r["id"] for r in read_table(spark, path).collect()) == [100, 101, 102]
+    # The same order on the table that now exists: the overwrite planned on version 0 loses
+    # to one that committed version 1 meanwhile.
+    late = prepare_write(spark, request, lake_cfg)
+    write_table(spark, _frame(spark, 200, 2), path, lake_cfg, mode="overwrite")
+    with pytest.raises(ConcurrentWriteError) as lost:
+        late.commit()
+    assert (lost.value.winner, lost.value.read_version) == (1, 0), vars(lost.value)
+    assert not lost.value.retryable
+    assert [h["version"] for h in history(path)] == [1, 0]
+    assert sorted(r["id"] for r in read_table(spark, path).collect()) == [200, 201]
+    # An overwrite that creates a table commits one version, as before.
+    fresh = str(lake / "fresh")
+    write_table(spark, _frame(spark, 0, 4), fresh, lake_cfg, mode="overwrite")
+    assert [h["version"] for h in history(fresh)] == [0]
+    assert read_table(spark, fresh).count() == 4
 
 
 def test_deletion_vectors_are_read_by_delta_spark_and_refused_by_delta_rs(

@@ -75,15 +75,18 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
         df = _spread(df, plan.min_groups, req.spread_by)
     write_id = uuid.uuid4().hex
     merge = bool(req.dedup_key) and plan.base_version is not None and table_exists(path)
+    mode = _save_mode(plan)
     faults.kill_point(faults.BEFORE_COMMIT)
     faults.barrier(faults.BEFORE_COMMIT)
+    if mode == "overwrite" and plan.checked and plan.base_version is not None:
+        _check_unchanged(path, plan.base_version)
     try:
         if merge:
             _merge(spark, df, plan, write_id)
         else:
-            _save(df, plan, lake, write_id)
+            _save(df, plan, lake, write_id, mode)
     except Exception as exc:
-        lost_create = bool(req.dedup_key) and plan.base_version is None and table_exists(path)
+        lost_create = not merge and mode == "error" and table_exists(path)
         if lost_create or _is_conflict(exc):
             winner = latest_version(path) if table_exists(path) else None
             raise ConcurrentWriteError(
@@ -91,6 +94,23 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
             ) from exc
         raise
     return _result(path, write_id, merge)
+
+
+def _check_unchanged(path: str, base_version: int) -> None:
+    """An overwrite replaces the version it was planned on, as on delta-rs.
+
+    Spark's save starts Delta's transaction at the latest version, so a commit that landed
+    between this job's plan and its save would be replaced without a conflict; Delta itself
+    catches only the commits made after the save began."""
+    latest = latest_version(path)
+    if latest != base_version:
+        raise ConcurrentWriteError(
+            path,
+            base_version,
+            latest,
+            "the table changed after this write was planned",
+            retryable=False,
+        )
 
 
 def _spread(df: DataFrame, tasks: int, by: tuple[str, ...]) -> DataFrame:
@@ -108,12 +128,26 @@ def _spread(df: DataFrame, tasks: int, by: tuple[str, ...]) -> DataFrame:
     )
 
 
-def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> None:
+def _save_mode(plan: WritePlan) -> str:
+    """The Spark save mode: "error" (if exists) where the write must create the table.
+
+    "Error if exists" is checked against the snapshot the commit is validated on, so a
+    table another writer created meanwhile fails this write (a ConcurrentWriteError):
+    - a de-duplicating append that read no table would otherwise take duplicate keys;
+    - an overwrite of a table that did not exist replaces nothing. Delta's overwrite
+      lists the files to remove through a state reconstruction of the empty table: in a
+      fresh JVM about 3 s of Spark planning for no files (README "Delta engines").
+    """
     req = plan.request
-    # A de-duplicating append that read no table must create it: "error if exists" is
-    # checked against the snapshot the commit is validated on, so a table another
-    # writer created meanwhile fails this write instead of taking duplicate keys.
-    mode = "error" if req.dedup_key and plan.base_version is None else req.mode
+    if req.dedup_key and plan.base_version is None:
+        return "error"
+    if req.mode == "overwrite" and not plan.exists:
+        return "error"
+    return req.mode
+
+
+def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str, mode: str) -> None:
+    req = plan.request
     writer = df.write.format("delta").mode(mode)
     writer = writer.option("maxRecordsPerFile", min(lake.target_file_rows, lake.row_group_rows))
     writer = writer.option("userMetadata", USER_METADATA_PREFIX + write_id)
@@ -125,7 +159,7 @@ def _save(df: DataFrame, plan: WritePlan, lake: LakeConfig, write_id: str) -> No
         writer = writer.option(STATS_COLUMNS_PROPERTY, ",".join(plan.stats_columns))
     if plan.partition_by:
         writer = writer.partitionBy(*plan.partition_by)
-    if req.mode == "overwrite":
+    if mode == "overwrite":
         writer = writer.option("overwriteSchema", "true")
     elif plan.added_columns:
         writer = writer.option("mergeSchema", "true")  # adds them in the same commit
