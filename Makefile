@@ -36,7 +36,9 @@ $(STAMP): pyproject.toml docker/build-horovod.sh docker/cxx17.sh docker/nvcc17.s
 	$(PY) -m pip install -q torch==2.13.0 numpy==1.26.4 pyyaml packaging
 	bash docker/build-horovod.sh $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
-	$(VENV)/bin/horovodrun --check-build | grep -q 'X\] PyTorch' || { echo "horovod was built without PyTorch" >&2; exit 1; }
+	@# grep reads to the end (not -q, which exits at the first match and leaves horovodrun
+	@# writing into a closed pipe: a BrokenPipeError traceback in the setup log).
+	$(VENV)/bin/horovodrun --check-build | grep 'X\] PyTorch' >/dev/null || { echo "horovod was built without PyTorch" >&2; exit 1; }
 	@touch $(STAMP)
 	@echo "setup done: $(VENV)"
 
