@@ -159,15 +159,10 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
         if cfg.master.startswith("local") and not under_spark_submit():
             # Delta rebuilds a table's state with 50 tasks by default: seconds of overhead
             # per table version read on a laptop's few cores.
-            builder = builder.config(
-                "spark.databricks.delta.snapshotPartitions", str(cfg.shuffle_partitions)
-            )
-            # With this on (Delta 3.3's default), every commit lists the table's files
-            # into its .crc file, and to do so rebuilds the previous version's state with
-            # Spark: in a fresh JVM about 2.5 s for the first commit, even of a new table.
-            # The .crc keeps its counts and metadata without the list; readers of small
-            # tables then replay the log instead (README "Delta engines").
-            builder = builder.config("spark.databricks.delta.allFilesInCrc.enabled", "false")
+            # spark.conf's own value wins (it was overridden before).
+            key = "spark.databricks.delta.snapshotPartitions"
+            if key not in cfg.conf:
+                builder = builder.config(key, str(cfg.shuffle_partitions))
     archive = _class_archive(cfg)
     if archive:
         options = f"{_java_options(cfg)} -XX:SharedArchiveFile={archive}".strip()
