@@ -27,7 +27,7 @@ from pipeline.config import LakeConfig
 from pipeline.errors import ConcurrentWriteError
 from pipeline.lake import faults
 from pipeline.lake.engine import Engine
-from pipeline.lake.read import latest_version, table_exists
+from pipeline.lake.read import committed_since, latest_version, table_exists
 from pipeline.lake.request import STATS_COLUMNS_PROPERTY, CommitResult, PreparedWrite, WritePlan
 
 _logger = logging.getLogger(__name__)
@@ -78,8 +78,18 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
     mode = _save_mode(plan)
     faults.kill_point(faults.BEFORE_COMMIT)
     faults.barrier(faults.BEFORE_COMMIT)
-    if mode == "overwrite" and plan.checked and plan.base_version is not None:
-        _check_unchanged(path, plan.base_version)
+    # Spark's save starts Delta's transaction at the latest version, so a commit that landed
+    # between this job's plan and its save would be replaced without a conflict (Delta only
+    # catches the commits made after the save began): an overwrite replaces the version it
+    # was planned on, as on delta-rs.
+    if mode == "overwrite" and committed_since(path, plan.base_version):
+        raise ConcurrentWriteError(
+            path,
+            plan.base_version,
+            latest_version(path),
+            "the table changed after this write was planned",
+            retryable=False,
+        )
     try:
         if merge:
             _merge(spark, df, plan, write_id)
@@ -94,23 +104,6 @@ def _write(spark: SparkSession, plan: WritePlan, lake: LakeConfig) -> CommitResu
             ) from exc
         raise
     return _result(path, write_id, merge)
-
-
-def _check_unchanged(path: str, base_version: int) -> None:
-    """An overwrite replaces the version it was planned on, as on delta-rs.
-
-    Spark's save starts Delta's transaction at the latest version, so a commit that landed
-    between this job's plan and its save would be replaced without a conflict; Delta itself
-    catches only the commits made after the save began."""
-    latest = latest_version(path)
-    if latest != base_version:
-        raise ConcurrentWriteError(
-            path,
-            base_version,
-            latest,
-            "the table changed after this write was planned",
-            retryable=False,
-        )
 
 
 def _spread(df: DataFrame, tasks: int, by: tuple[str, ...]) -> DataFrame:

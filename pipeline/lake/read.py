@@ -179,6 +179,13 @@ def history(path: str, limit: int | None = None) -> list[dict[str, Any]]:
     return list(_open(path).history(limit))
 
 
+def committed_since(path: str, base_version: int | None) -> bool:
+    """Whether another writer committed after `base_version` (None: the table now exists)."""
+    if not table_exists(path):
+        return False
+    return base_version is None or latest_version(path) > base_version
+
+
 def table_exists(path: str) -> bool:
     try:
         DeltaTable(path)

@@ -52,7 +52,13 @@ from pipeline.lake.files import (
     rows_per_group,
     write_files,
 )
-from pipeline.lake.read import _to_pyarrow_schema, latest_version, table_exists, table_location
+from pipeline.lake.read import (
+    _to_pyarrow_schema,
+    committed_since,
+    latest_version,
+    table_exists,
+    table_location,
+)
 from pipeline.lake.request import (
     STATS_COLUMNS_PROPERTY,
     WRITE_ID_KEY,
@@ -318,13 +324,6 @@ def _prepare_delta_rs(
     )
 
 
-def _lost_race(path: str, base_version: int | None) -> bool:
-    """Whether another writer committed after `base_version` (None: the table now exists)."""
-    if not table_exists(path):
-        return False
-    return base_version is None or latest_version(path) > base_version
-
-
 def _df_for_files(df: DataFrame, rows: int, lake: LakeConfig) -> DataFrame:
     """Fewer tasks when the input has many small partitions (e.g. one per image file).
 
@@ -408,7 +407,7 @@ def _commit_delta_rs(prepared: PreparedWrite, wplan: WritePlan, write_id: str) -
                 commit_properties=props,
             )
     except Exception as exc:
-        if wplan.checked and _lost_race(path, wplan.base_version):
+        if wplan.checked and committed_since(path, wplan.base_version):
             raise ConcurrentWriteError(
                 path,
                 wplan.base_version,
