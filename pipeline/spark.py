@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from pipeline.class_archive import usable_archive
 from pipeline.config import SparkConfig
@@ -203,3 +203,20 @@ def jvm_class_available(spark: Any, name: str) -> bool:
 def delta_spark_available(spark: SparkSession) -> bool:
     """True when Delta Lake's Spark extension classes can be loaded by the driver JVM."""
     return jvm_class_available(spark, DELTA_EXTENSION)
+
+
+def with_shuffle_output_shared(df: DataFrame) -> DataFrame:
+    """`df` as a frame whose every action reuses ONE run of its shuffles' map side.
+
+    Spark plans each action anew, so two writes of one frame (an ingest's clean and
+    rejects tables) would each read and judge the raw input again. Here the frame is
+    planned once and wrapped as an RDD of its rows: Spark runs a shuffle's map stage once
+    per RDD lineage, and later actions read its shuffle files (skipped stages). Only the
+    part after the last shuffle runs again per action; nothing is held in memory.
+    """
+    jdf: Any = df._jdf
+    rows = jdf.queryExecution().toRdd()
+    session: Any = df.sparkSession._jsparkSession
+    # internalCreateDataFrame is Spark's own LogicalRDD constructor (private[sql] in Scala,
+    # public on the JVM); the rows are already Spark's internal rows, so nothing converts.
+    return DataFrame(session.internalCreateDataFrame(rows, jdf.schema(), False), df.sparkSession)

@@ -27,6 +27,11 @@ META = ["_source_file", "_row_id", "_rule", "_reason", "_raw", "_split_key"]
 class Classified:
     df: DataFrame
     columns: list[str]  # the clean columns, in table order
+    rules: tuple[str, ...] = ()  # every value `_rule` can take: counted per rule at ingest
+
+
+def _rule_names(checks: list[rules.Check]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.rule for c in checks))
 
 
 def _key_columns(data: DataConfig, fallback: list[str]) -> list[str]:
@@ -86,7 +91,7 @@ def classify_tabular(
         key.alias("_split_key"),
         *([declared_split(split_ref).alias(SOURCE_SPLIT)] if split_ref else []),
     )
-    return Classified(out, clean)
+    return Classified(out, clean, _rule_names(checks))
 
 
 def _split_ref(plans: list[rules.ColumnPlan], data: DataConfig) -> str | None:
@@ -120,7 +125,7 @@ def classify_images(spark: SparkSession, data: DataConfig, location: str) -> Cla
     out = judged.select(
         *clean, "_source_file", "_row_id", "_rule", "_reason", "_raw", key.alias("_split_key")
     )
-    return Classified(out, clean)
+    return Classified(out, clean, _rule_names(checks))
 
 
 def classify_sequences(
@@ -165,7 +170,8 @@ def classify_sequences(
         )
     if data.split_column is not None:
         checks.append(_split_check(SOURCE_SPLIT, data))
-    judged = rules.apply_checks(staged, [*checks, *rules.value_checks(types, data)])
+    checks = [*checks, *rules.value_checks(types, data)]
+    judged = rules.apply_checks(staged, checks)
     judged = judged.withColumn(SOURCE_SPLIT, declared_split(SOURCE_SPLIT))
     key = split_key([id_name])
     clean = list(types)
@@ -182,7 +188,7 @@ def classify_sequences(
     # One more pass over the input (sequence sources are small next to tabular ones) so that
     # a table never mixes shapes: the reader reshapes every row by one channel count.
     sequences.check_channels(out.where(col("_rule").isNull()), data)
-    return Classified(out, clean)
+    return Classified(out, clean, _rule_names(checks))
 
 
 def classify(spark: SparkSession, data: DataConfig, location: str | list[str]) -> Classified:

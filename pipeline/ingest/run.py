@@ -22,6 +22,11 @@ files (paths, sizes, modification times): a table that already has it is
 skipped. The same id makes a repeated append of unchanged input a no-op.
 Overwrite mode always writes a new version of both tables.
 
+The raw input is read and judged once, in one Spark job that ends in the de-duplicating
+shuffle (`pipeline.spark.with_shuffle_output_shared`); both tables' writes read its
+shuffle files, and the counts are gathered during the clean table's write
+(`pipeline.ingest.counts`). No copy of the rows is cached.
+
 With a dedup key, both appends are conflict-checked (see pipeline.lake.request):
 a run that loses a commit race to a concurrent one re-reads and retries.
 """
@@ -30,17 +35,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipeline.config import Config
 from pipeline.errors import DataError
-from pipeline.ingest.classify import classify
+from pipeline.ingest.classify import Classified, classify
+from pipeline.ingest.counts import IngestCounts, ObservedCounts, count_written
 from pipeline.ingest.dedup import first_of_each, mark_seen, seen_groups, with_groups
 from pipeline.ingest.ledger import pending_files, read_location, record_files
 from pipeline.ingest.read_errors import name_unreadable_file
@@ -56,6 +60,7 @@ from pipeline.lake import (
     with_commit_retries,
 )
 from pipeline.lake.upsert import prepare_upsert
+from pipeline.spark import with_shuffle_output_shared
 
 _logger = logging.getLogger(__name__)
 
@@ -66,30 +71,10 @@ REJECT_COLUMNS = ["rule", "reason", "raw", "_source_file", "_ingested_at"]
 # per ingest, so "rows ingested since T" skips every older file.
 STATS_COLUMNS = ("_ingested_at",)
 APP_PREFIX = "sparktrain-ingest-"
-# The de-duplicated rows are read three times (counts, then each table's write). On
-# disk, not in the JVM heap: a 10-million-row input overran a 1 GB local driver in memory.
-CACHE = StorageLevel.DISK_ONLY
 
 
 def rejects_table_name(table: str) -> str:
     return f"{table}_rejects"
-
-
-def _counts(written: DataFrame) -> dict[str, dict[str, int]]:
-    """From the de-duplicated rows (cached), in one aggregation: input rows by verdict
-    ("True": passed the rules; `_copies` counts the duplicates each kept row stands for),
-    new clean rows by split, new rejects by rule."""
-    ok = col("_rule").isNull().alias("ok")
-    groups = written.groupBy(ok, col("_seen").alias("seen"), "split", "_rule").agg(
-        F.sum("_copies").alias("copies"), F.count(F.lit(1)).alias("rows")
-    )
-    counts: dict[str, Counter[str]] = {kind: Counter() for kind in ("verdict", "split", "rule")}
-    for r in groups.collect():
-        counts["verdict"][str(r["ok"])] += int(r["copies"])
-        if not r["seen"]:
-            kind, value = ("split", r["split"]) if r["ok"] else ("rule", r["_rule"])
-            counts[kind][str(value)] += int(r["rows"])
-    return {kind: dict(by_value) for kind, by_value in counts.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,21 +139,14 @@ def run_ingest(cfg: Config, spark: SparkSession) -> IngestResult:
             splits=dict.fromkeys(SPLITS, 0),
         )
 
-    persisted: list[DataFrame] = []
-    try:
-        with name_unreadable_file(files, data.format):
-            judged = classify(spark, data, read_location(location, files, every_file))
-            # A de-duplicating append that loses a commit race re-reads the tables and retries.
-            summary = with_commit_retries(
-                lambda: _ingest(cfg, spark, judged.df, judged.columns, persisted, app_id),
-                cfg.lake,
-                f"ingest of {location}",
-            )
-            record_files(cfg, files, app_id)
-            return IngestResult(**base, **summary)
-    finally:
-        for df in persisted:
-            df.unpersist()
+    with name_unreadable_file(files, data.format):
+        judged = classify(spark, data, read_location(location, files, every_file))
+        # A de-duplicating append that loses a commit race re-reads the tables and retries.
+        summary = with_commit_retries(
+            lambda: _ingest(cfg, spark, judged, app_id), cfg.lake, f"ingest of {location}"
+        )
+        record_files(cfg, files, app_id)
+        return IngestResult(**base, **summary)
 
 
 def _prepare_clean(spark: SparkSession, cfg: Config, request: WriteRequest) -> PreparedWrite:
@@ -178,12 +156,15 @@ def _prepare_clean(spark: SparkSession, cfg: Config, request: WriteRequest) -> P
     return prepare_write(spark, request, cfg.lake)
 
 
+def _observed(observed: ObservedCounts | None, write: PreparedWrite) -> IngestCounts | None:
+    """The counts the clean write gathered, if it ran (a skipped write ran nothing)."""
+    return None if observed is None or write.skipped else observed.result()
+
+
 def _ingest(
     cfg: Config,
     spark: SparkSession,
-    judged: DataFrame,
-    columns: list[str],
-    persisted: list[DataFrame],
+    judged: Classified,
     app_id: str | None,
 ) -> dict[str, Any]:
     data = cfg.data
@@ -197,42 +178,30 @@ def _ingest(
     min_groups = max(cfg.lake.min_row_groups, cfg.train.workers)
     tasks = max(min_groups, int(spark.conf.get("spark.sql.shuffle.partitions") or 1))
     seen = seen_groups(
-        judged,
+        judged.df,
         key,
         None if clean_base is None else read_table(spark, clean_path, clean_base, cfg.lake),
         None if rejects_base is None else read_table(spark, rejects_path, rejects_base, cfg.lake),
     )
-    grouped = mark_seen(with_groups(judged, key), seen, key)
-    # The one materialised copy: counted, then both tables are written from it.
-    written = assign_split(first_of_each(grouped, key, tasks), "_split_key", data.split)
-    written = written.persist(CACHE)
-    persisted.append(written)
-    counts = _counts(written)
-    ok_in, rejected_in = counts["verdict"].get("True", 0), counts["verdict"].get("False", 0)
-    rows_in = ok_in + rejected_in
-    if rows_in == 0:
+    grouped = mark_seen(with_groups(judged.df, key), seen, key)
+    # Judged and shuffled once: the counts and both tables' writes all read that one run.
+    written = with_shuffle_output_shared(
+        assign_split(first_of_each(grouped, key, tasks), "_split_key", data.split)
+    )
+    if written.isEmpty():
         raise DataError(
             f"data.source '{data.source}' has a header but no data rows: the input is empty"
         )
+    # A de-duplicating append into an existing table is a MERGE, which may read its
+    # source more than once; its rows are counted by one aggregation instead.
+    observed = ObservedCounts(written, judged.rules) if seen is None else None
     now = F.lit(dt.datetime.now(dt.UTC)).cast("timestamp").alias("_ingested_at")
     new = ~col("_seen")
-    clean = written.where(col("_rule").isNull() & new).select(
-        *[col(c) for c in columns], "split", "_source_file", now
+    clean = (
+        (observed.df if observed else written)
+        .where(col("_rule").isNull() & new)
+        .select(*[col(c) for c in judged.columns], "split", "_source_file", now)
     )
-    rejects = written.where(col("_rule").isNotNull() & new).select(
-        col("_rule").alias("rule"),
-        col("_reason").alias("reason"),
-        col("_raw").alias("raw"),
-        "_source_file",
-        now,
-    )
-    splits = {**dict.fromkeys(SPLITS, 0), **counts["split"]}
-    rows_ok = sum(splits.values())
-    by_rule = counts["rule"]
-    rows_rejected = sum(by_rule.values())
-
-    # Rejects are few: a file or a few, not one per task of the shuffle.
-    rejects = rejects.coalesce(max(1, -(-rows_rejected // cfg.lake.target_file_rows)))
     clean_write = _prepare_clean(
         spark,
         cfg,
@@ -250,10 +219,30 @@ def _ingest(
             schema_evolution=data.schema_evolution,
             # The same rows give the same files wherever they are read from, so a seeded
             # training run repeats across ingests.
-            spread_by=(*columns, "split"),
+            spread_by=(*judged.columns, "split"),
             stats_columns=STATS_COLUMNS,
         ),
     )
+    # delta-rs wrote the clean files in prepare (and counted on the way); delta-spark
+    # writes at its commit. The rejects' file count needs the counts, so where they are
+    # not known yet the clean table is committed first (the publishing order either way).
+    counts = _observed(observed, clean_write) if clean_write.num_rows is not None else None
+    if counts is None:
+        clean_write.commit()
+        counts = _observed(observed, clean_write) or count_written(written)
+    if counts.rows_in == 0:  # pragma: no cover - isEmpty above already refused it
+        raise DataError(f"data.source '{data.source}' has no data rows")
+    rows_rejected = sum(counts.rules.values())
+    rejects = written.where(col("_rule").isNotNull() & new).select(
+        col("_rule").alias("rule"),
+        col("_reason").alias("reason"),
+        col("_raw").alias("raw"),
+        "_source_file",
+        now,
+    )
+    # Rejects are few: a file or a few, not one per task of the shuffle. A repartition, not
+    # a coalesce: the coalesce would run the whole de-duplicating sort above it in one task.
+    rejects = rejects.repartition(max(1, -(-rows_rejected // cfg.lake.target_file_rows)))
     rejects_write = prepare_write(
         spark,
         WriteRequest(
@@ -272,16 +261,18 @@ def _ingest(
     )
     clean_result = clean_write.commit()
     rejects_result = rejects_write.commit()
+    splits = {**dict.fromkeys(SPLITS, 0), **counts.splits}
+    rows_ok = sum(splits.values())
     summary = {
         "version": clean_result.version,
         "rejects_version": rejects_result.version,
         "skipped": clean_result.skipped,
-        "rows_in": rows_in,
+        "rows_in": counts.rows_in,
         "rows_ok": rows_ok,
         "rows_rejected": rows_rejected,
-        "duplicates_dropped": (ok_in - rows_ok) + (rejected_in - rows_rejected),
+        "duplicates_dropped": (counts.ok_in - rows_ok) + (counts.rejected_in - rows_rejected),
         "splits": splits,
-        "reject_rules": by_rule,
+        "reject_rules": counts.rules,
         "row_groups": clean_result.row_groups,
         "engine": clean_result.engine,
         "rows_inserted": clean_result.inserted,
