@@ -223,15 +223,12 @@ def _ingest(
             stats_columns=STATS_COLUMNS,
         ),
     )
-    # delta-rs wrote the clean files in prepare (and counted on the way); delta-spark
-    # writes at its commit. The rejects' file count needs the counts, so where they are
-    # not known yet the clean table is committed first (the publishing order either way).
-    counts = _observed(observed, clean_write) if clean_write.num_rows is not None else None
-    if counts is None:
+    # The rejects' file count needs the counts. delta-rs wrote (and counted) the clean files
+    # in prepare; delta-spark writes and counts at its commit, so it commits the clean table
+    # now (the publishing order either way).
+    if clean_write.num_rows is None:
         clean_write.commit()
-        counts = _observed(observed, clean_write) or count_written(written)
-    if counts.rows_in == 0:  # pragma: no cover - isEmpty above already refused it
-        raise DataError(f"data.source '{data.source}' has no data rows")
+    counts = _observed(observed, clean_write) or count_written(written)
     rows_rejected = sum(counts.rules.values())
     rejects = written.where(col("_rule").isNotNull() & new).select(
         col("_rule").alias("rule"),
